@@ -1,0 +1,288 @@
+/* plugin/fsevent.c: the nbdkit plugin "fsevent".
+ *
+ * It serves an ext2/3/4 image read-write.  This file holds the nbdkit
+ * glue: parameters, start-up checks and the callbacks, which pass the
+ * I/O to image.c.  The plugin never writes to the image by itself: only
+ * client writes change it.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "fsinfo.h"
+#include "image.h"
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+
+static char *filename;          /* file= */
+static struct image image = { .fd = -1 };
+static struct fsev_fsinfo fsinfo;
+
+static void
+fsevent_unload (void)
+{
+  image_close (&image);
+  free (filename);
+}
+
+static int
+fsevent_config (const char *key, const char *value)
+{
+  if (strcmp (key, "file") == 0) {
+    if (filename) {
+      nbdkit_error ("file= given more than once");
+      return -1;
+    }
+    filename = nbdkit_realpath (value);
+    if (filename == NULL)
+      return -1;
+    return 0;
+  }
+  nbdkit_error ("unknown parameter '%s' (see nbdkit-fsevent-plugin(1))", key);
+  return -1;
+}
+
+static int
+fsevent_config_complete (void)
+{
+  if (filename == NULL) {
+    nbdkit_error ("you must give the image: nbdkit fsevent file=IMAGE");
+    return -1;
+  }
+  return 0;
+}
+
+#define fsevent_config_help \
+  "[file=]IMAGE         (required) The ext2/3/4 image or block device to serve."
+
+static int
+fsevent_get_ready (void)
+{
+  char err[512];
+
+  /* Identify the filesystem first, so that a wrong image is refused
+   * before anything else happens.
+   */
+  if (fsev_fsinfo_probe (filename, &fsinfo, err, sizeof err) == -1) {
+    nbdkit_error ("%s", err);
+    return -1;
+  }
+  if (image_open (&image, filename) == -1)
+    return -1;
+  if ((uint64_t) image.size < fsinfo.fs_bytes)
+    nbdkit_error ("warning: %s is %" PRIi64 " bytes but the filesystem "
+                  "claims %" PRIu64 " bytes", filename, image.size,
+                  fsinfo.fs_bytes);
+
+  nbdkit_debug ("%s: %s, %s, %s, block size %u%s, %" PRIu64 " blocks "
+                "(%" PRIu64 " free), %" PRIu32 " inodes (%" PRIu32 " free), "
+                "%" PRIu32 " groups, uuid %s%s%s",
+                filename, image.is_block ? "block device" : "regular file",
+                image.writable ? "read-write" : "read-only",
+                fsinfo.type, fsinfo.block_size,
+                fsinfo.cluster_size != fsinfo.block_size ? " (bigalloc)" : "",
+                fsinfo.blocks_count, fsinfo.free_blocks,
+                fsinfo.inodes_count, fsinfo.free_inodes, fsinfo.groups,
+                fsinfo.uuid, fsinfo.label[0] ? ", label " : "", fsinfo.label);
+  nbdkit_debug ("%s: features: %s", filename, fsinfo.features);
+  if (fsinfo.has_journal)
+    nbdkit_debug ("%s: journal: %s%s", filename,
+                  fsinfo.journal_external ? "external device" : "internal",
+                  fsinfo.needs_recovery ? ", needs recovery (not replayed: "
+                  "the plugin never writes to the image)" : "");
+  return 0;
+}
+
+static void
+fsevent_dump_plugin (void)
+{
+  printf ("fsevent_version=%s\n", PACKAGE_VERSION);
+}
+
+/* Per-connection handle.  It will carry the connection's contexts. */
+struct handle {
+  bool readonly;
+};
+
+static void *
+fsevent_open (int readonly)
+{
+  struct handle *h = calloc (1, sizeof *h);
+  if (h == NULL) {
+    nbdkit_error ("calloc: %m");
+    return NULL;
+  }
+  h->readonly = readonly || !image.writable;
+  return h;
+}
+
+static void
+fsevent_close (void *handle)
+{
+  free (handle);
+}
+
+static int64_t
+fsevent_get_size (void *handle)
+{
+  return image.size;
+}
+
+static int
+fsevent_block_size (void *handle,
+                    uint32_t *minimum, uint32_t *preferred, uint32_t *maximum)
+{
+  *minimum = 1;
+  /* The filesystem's block is the unit the guest should write in. */
+  *preferred = fsinfo.block_size >= 512 ? fsinfo.block_size : 4096;
+  *maximum = 0xffffffff;
+  return 0;
+}
+
+static int
+fsevent_can_write (void *handle)
+{
+  return image.writable;
+}
+
+static int
+fsevent_can_flush (void *handle)
+{
+  return 1;
+}
+
+static int
+fsevent_can_fua (void *handle)
+{
+  return NBDKIT_FUA_NATIVE;
+}
+
+static int
+fsevent_can_multi_conn (void *handle)
+{
+  return 1;                     /* one fd: a flush covers every connection */
+}
+
+static int
+fsevent_can_trim (void *handle)
+{
+  return 1;
+}
+
+static int
+fsevent_can_zero (void *handle)
+{
+  return 1;
+}
+
+static int
+fsevent_can_fast_zero (void *handle)
+{
+  return 1;
+}
+
+static int
+fsevent_can_extents (void *handle)
+{
+  return !image.is_block;
+}
+
+static int
+fsevent_can_cache (void *handle)
+{
+  return NBDKIT_CACHE_NATIVE;
+}
+
+static int
+fsevent_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
+               uint32_t flags)
+{
+  return image_pread (&image, buf, count, offset);
+}
+
+static int
+fsevent_pwrite (void *handle, const void *buf, uint32_t count,
+                uint64_t offset, uint32_t flags)
+{
+  return image_pwrite (&image, buf, count, offset, flags & NBDKIT_FLAG_FUA);
+}
+
+static int
+fsevent_flush (void *handle, uint32_t flags)
+{
+  return image_flush (&image);
+}
+
+static int
+fsevent_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  return image_trim (&image, count, offset, flags & NBDKIT_FLAG_FUA);
+}
+
+static int
+fsevent_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  return image_zero (&image, count, offset,
+                     flags & NBDKIT_FLAG_MAY_TRIM,
+                     flags & NBDKIT_FLAG_FAST_ZERO,
+                     flags & NBDKIT_FLAG_FUA);
+}
+
+static int
+fsevent_extents (void *handle, uint32_t count, uint64_t offset,
+                 uint32_t flags, struct nbdkit_extents *extents)
+{
+  return image_extents (&image, count, offset, flags & NBDKIT_FLAG_REQ_ONE,
+                        extents);
+}
+
+static int
+fsevent_cache (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  return image_cache (&image, count, offset);
+}
+
+static struct nbdkit_plugin plugin = {
+  .name              = "fsevent",
+  .longname          = "nbdkit fsevent plugin",
+  .version           = PACKAGE_VERSION,
+  .description       = "serve an ext2/3/4 image with file-level write events",
+  .unload            = fsevent_unload,
+  .config            = fsevent_config,
+  .config_complete   = fsevent_config_complete,
+  .config_help       = fsevent_config_help,
+  .magic_config_key  = "file",
+  .get_ready         = fsevent_get_ready,
+  .dump_plugin       = fsevent_dump_plugin,
+  .open              = fsevent_open,
+  .close             = fsevent_close,
+  .get_size          = fsevent_get_size,
+  .block_size        = fsevent_block_size,
+  .can_write         = fsevent_can_write,
+  .can_flush         = fsevent_can_flush,
+  .can_fua           = fsevent_can_fua,
+  .can_multi_conn    = fsevent_can_multi_conn,
+  .can_trim          = fsevent_can_trim,
+  .can_zero          = fsevent_can_zero,
+  .can_fast_zero     = fsevent_can_fast_zero,
+  .can_extents       = fsevent_can_extents,
+  .can_cache         = fsevent_can_cache,
+  .pread             = fsevent_pread,
+  .pwrite            = fsevent_pwrite,
+  .flush             = fsevent_flush,
+  .trim              = fsevent_trim,
+  .zero              = fsevent_zero,
+  .extents           = fsevent_extents,
+  .cache             = fsevent_cache,
+  .errno_is_preserved = 1,
+};
+
+NBDKIT_REGISTER_PLUGIN (plugin)
