@@ -15,8 +15,8 @@
 #include "fsinfo.h"
 
 /* The same rule blkid uses: ext4 is whatever needs more than ext3 knows. */
-static const char *
-fs_type (const struct ext2_super_block *sb)
+const char *
+fsev_fsinfo_type (const struct ext2_super_block *sb)
 {
   const uint32_t ext3_incompat = EXT3_FEATURE_INCOMPAT_RECOVER |
     EXT2_FEATURE_INCOMPAT_FILETYPE | EXT2_FEATURE_INCOMPAT_META_BG;
@@ -102,7 +102,7 @@ fsev_fsinfo_probe (const char *path, struct fsev_fsinfo *info,
 
   struct ext2_super_block *sb = fs->super;
 
-  info->type = fs_type (sb);
+  info->type = fsev_fsinfo_type (sb);
   info->block_size = fs->blocksize;
   info->cluster_size = EXT2_CLUSTER_SIZE (sb);
   info->blocks_count = ext2fs_blocks_count (sb);

@@ -34,4 +34,10 @@ struct fsev_fsinfo {
 extern int fsev_fsinfo_probe (const char *path, struct fsev_fsinfo *info,
                               char *err, size_t errlen);
 
+/* "ext2", "ext3" or "ext4", by the rule blkid uses: ext4 is whatever
+ * needs features that ext3 does not know.
+ */
+struct ext2_super_block;
+extern const char *fsev_fsinfo_type (const struct ext2_super_block *sb);
+
 #endif /* FSEVENT_FSINFO_H */

@@ -1,0 +1,813 @@
+/* fs/layout-build.c: build the layout model with libext2fs.
+ *
+ * One pass over the group descriptors (fixed metadata by arithmetic),
+ * one inode scan (extent trees, indirect blocks, xattr blocks, the
+ * journal), one dir_iterate per directory (names), and one walk of the
+ * block bitmap over the gaps (free space).  Everything is copied into
+ * our own arrays; libext2fs is closed before this returns.
+ *
+ * The image is hostile: every block number is checked against the
+ * filesystem's size before it becomes a run, and every loop is bounded
+ * by what the filesystem can hold.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <ext2fs/ext2fs.h>
+
+#include "fserror.h"
+#include "fsinfo.h"
+#include "layout-internal.h"
+
+/* jbd2's superblock, the fields we need (big-endian on disk). */
+#define JBD2_MAGIC             0xC03B3998U
+#define JBD2_SUPERBLOCK_V1     3
+#define JBD2_SUPERBLOCK_V2     4
+#define JBD2_INCOMPAT_FAST_COMMIT 0x20
+#define JBD2_DEFAULT_FC_BLOCKS 256
+struct jsb {
+  uint32_t h_magic, h_blocktype, h_sequence;
+  uint32_t s_blocksize, s_maxlen, s_first;
+  uint32_t s_sequence, s_start, s_errno;
+  uint32_t s_feature_compat, s_feature_incompat, s_feature_ro_compat;
+  uint8_t s_uuid[16];
+  uint32_t s_nr_users, s_dynsuper, s_max_transaction, s_max_trans_data;
+  uint8_t s_checksum_type, s_padding2[3];
+  uint32_t s_num_fc_blks;
+};
+
+struct builder {
+  ext2_filsys fs;
+  struct fsev_layout *L;
+  const struct fsev_build_options *opts;
+  size_t runs_cap, sizes_cap, xattrs_cap;
+  uint32_t *dirs;               /* directory inodes, for the names pass */
+  size_t ndirs, dirs_cap;
+  bool oom;
+  /* The journal inode's areas, in logical blocks. */
+  uint32_t journal_ino;
+  uint64_t jlog_end;            /* first block of the fast-commit area */
+  uint64_t jmaxlen;
+  /* Per-inode state while mapping one inode. */
+  uint32_t cur_ino;
+  uint8_t cur_role;
+  uint64_t steps, max_steps;
+};
+
+static void __attribute__ ((format (printf, 2, 3)))
+warn (struct builder *b, const char *fmt, ...)
+{
+  unsigned max = b->opts && b->opts->max_warnings ? b->opts->max_warnings : 100;
+  uint64_t n = b->L->stats.warnings++;
+  if (n > max || b->opts == NULL || b->opts->warn == NULL)
+    return;
+  char msg[512];
+  if (n == max)
+    snprintf (msg, sizeof msg, "more warnings suppressed");
+  else {
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (msg, sizeof msg, fmt, ap);
+    va_end (ap);
+  }
+  b->opts->warn (b->opts->opaque, msg);
+}
+
+static int
+grow (void **p, size_t *cap, size_t need, size_t elem)
+{
+  if (need <= *cap)
+    return 0;
+  size_t ncap = *cap ? *cap * 2 : 256;
+  while (ncap < need)
+    ncap *= 2;
+  void *np = realloc (*p, ncap * elem);
+  if (np == NULL)
+    return -1;
+  *p = np;
+  *cap = ncap;
+  return 0;
+}
+
+/* Add a run after checking it lies inside the filesystem.  Consecutive
+ * calls that continue the previous run (same owner and role, next block
+ * on disk and in the file) extend it, which keeps indirect-mapped files
+ * at one run per contiguous piece.
+ */
+static void
+add_run (struct builder *b, uint64_t pblk, uint64_t len, uint8_t role,
+         uint32_t owner, uint32_t aux, uint8_t flags)
+{
+  struct fsev_layout *L = b->L;
+
+  if (len == 0)
+    return;
+  if (pblk >= L->fs_blocks || len > L->fs_blocks - pblk) {
+    warn (b, "inode %" PRIu32 ": %s block %" PRIu64 "+%" PRIu64
+          " lies outside the filesystem (%" PRIu64 " blocks): ignored",
+          owner, fsev_role_name (role), pblk, len, L->fs_blocks);
+    return;
+  }
+  while (len > 0) {
+    uint32_t piece = len > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t) len;
+    if (L->nruns > 0) {
+      struct run *p = &L->runs[L->nruns - 1];
+      if (p->role == role && p->owner == owner && p->flags == flags &&
+          p->pblk + p->len == pblk && (uint64_t) p->aux + p->len == aux &&
+          (uint64_t) p->len + piece <= UINT32_MAX / 2) {
+        p->len += piece;
+        goto next;
+      }
+    }
+    if (grow ((void **) &L->runs, &b->runs_cap, L->nruns + 1,
+              sizeof *L->runs) == -1) {
+      b->oom = true;
+      return;
+    }
+    L->runs[L->nruns++] = (struct run) {
+      .pblk = pblk, .len = piece, .owner = owner, .aux = aux,
+      .role = role, .flags = flags,
+    };
+  next:
+    pblk += piece;
+    aux += piece;
+    len -= piece;
+  }
+}
+
+/* --- Fixed metadata, by per-group arithmetic. --- */
+
+static void
+map_fixed_metadata (struct builder *b)
+{
+  ext2_filsys fs = b->fs;
+  struct ext2_super_block *sb = fs->super;
+  uint64_t gdt_old_blocks, reserved;
+
+  if (ext2fs_has_feature_meta_bg (sb)) {
+    gdt_old_blocks = sb->s_first_meta_bg;
+    if (gdt_old_blocks > fs->desc_blocks)
+      gdt_old_blocks = fs->desc_blocks;
+    reserved = 0;
+  }
+  else {
+    gdt_old_blocks = fs->desc_blocks;
+    reserved = sb->s_reserved_gdt_blocks;
+  }
+
+  for (dgrp_t g = 0; g < fs->group_desc_count && !b->oom; g++) {
+    blk64_t super = 0, old_desc = 0, new_desc = 0, first;
+    blk_t used = 0;
+    uint8_t backup = g == 0 ? 0 : RUN_BACKUP;
+
+    ext2fs_super_and_bgd_loc2 (fs, g, &super, &old_desc, &new_desc, &used);
+    if (g == 0)                 /* the boot block belongs with it */
+      add_run (b, 0, (uint64_t) sb->s_first_data_block + 1,
+               FSEV_ROLE_SUPERBLOCK, g, 0, 0);
+    else if (super)
+      add_run (b, super, 1, FSEV_ROLE_SUPERBLOCK, g, 0, backup);
+    if (old_desc) {
+      add_run (b, old_desc, gdt_old_blocks, FSEV_ROLE_GROUP_DESCRIPTORS,
+               g, 0, backup);
+      add_run (b, old_desc + gdt_old_blocks, reserved,
+               FSEV_ROLE_RESERVED_GDT, g, 0, backup);
+    }
+    if (new_desc) {
+      /* meta_bg: the first group of a meta group holds the primary. */
+      unsigned per = EXT2_DESC_PER_BLOCK (sb);
+      add_run (b, new_desc, 1, FSEV_ROLE_GROUP_DESCRIPTORS, g, 0,
+               g % per == 0 ? 0 : RUN_BACKUP);
+    }
+    /* A location of 0 means "none" (block 0 is the superblock's). */
+    if (ext2fs_block_bitmap_loc (fs, g))
+      add_run (b, ext2fs_block_bitmap_loc (fs, g), 1,
+               FSEV_ROLE_BLOCK_BITMAP, g, 0, 0);
+    if (ext2fs_inode_bitmap_loc (fs, g))
+      add_run (b, ext2fs_inode_bitmap_loc (fs, g), 1,
+               FSEV_ROLE_INODE_BITMAP, g, 0, 0);
+    first = ext2fs_inode_table_loc (fs, g);
+    if (first)
+      add_run (b, first, fs->inode_blocks_per_group, FSEV_ROLE_INODE_TABLE,
+               g, g * sb->s_inodes_per_group + 1, 0);
+  }
+}
+
+/* --- The journal's areas. --- */
+
+static void
+read_journal_superblock (struct builder *b)
+{
+  ext2_filsys fs = b->fs;
+  struct ext2_super_block *sb = fs->super;
+  struct ext2_inode inode;
+  blk64_t pblk = 0;
+  char *buf;
+
+  if (!ext2fs_has_feature_journal (sb))
+    return;
+  if (sb->s_journal_inum == 0) {
+    b->L->external_journal = true;
+    return;
+  }
+  b->journal_ino = sb->s_journal_inum;
+  if (b->journal_ino > sb->s_inodes_count) {
+    warn (b, "journal inode %u does not exist", b->journal_ino);
+    b->journal_ino = 0;
+    return;
+  }
+  b->jlog_end = b->jmaxlen = UINT64_MAX;
+  if (ext2fs_read_inode (fs, b->journal_ino, &inode) != 0 ||
+      ext2fs_bmap2 (fs, b->journal_ino, &inode, NULL, 0, 0, NULL, &pblk) != 0 ||
+      pblk == 0 || pblk >= ext2fs_blocks_count (sb)) {
+    warn (b, "journal inode %u: cannot find its superblock", b->journal_ino);
+    return;
+  }
+  if (ext2fs_get_mem (fs->blocksize, &buf) != 0)
+    return;
+  if (io_channel_read_blk64 (fs->io, pblk, 1, buf) == 0) {
+    struct jsb j;
+    memcpy (&j, buf, sizeof j);
+    uint32_t type = ext2fs_be32_to_cpu (j.h_blocktype);
+    if (ext2fs_be32_to_cpu (j.h_magic) != JBD2_MAGIC ||
+        (type != JBD2_SUPERBLOCK_V1 && type != JBD2_SUPERBLOCK_V2))
+      warn (b, "journal superblock at block %" PRIu64 " is not valid", (uint64_t) pblk);
+    else {
+      uint64_t maxlen = ext2fs_be32_to_cpu (j.s_maxlen);
+      uint64_t fc = 0;
+      if (type == JBD2_SUPERBLOCK_V2 &&
+          (ext2fs_be32_to_cpu (j.s_feature_incompat) & JBD2_INCOMPAT_FAST_COMMIT)) {
+        fc = ext2fs_be32_to_cpu (j.s_num_fc_blks);
+        if (fc == 0)
+          fc = JBD2_DEFAULT_FC_BLOCKS;
+      }
+      if (fc >= maxlen)
+        warn (b, "journal: fast-commit area (%" PRIu64 " blocks) does not fit "
+              "in the journal (%" PRIu64 " blocks)", fc, maxlen);
+      else {
+        b->jmaxlen = maxlen;
+        b->jlog_end = maxlen - fc;
+      }
+    }
+  }
+  ext2fs_free_mem (&buf);
+}
+
+/* Add a piece of the journal inode, split into its areas. */
+static void
+add_journal_run (struct builder *b, uint64_t pblk, uint64_t lblk, uint64_t len)
+{
+  while (len > 0) {
+    uint64_t n = len;
+    uint8_t part;
+    if (lblk == 0) {
+      part = RUN_JOURNAL_SB;
+      n = 1;
+    }
+    else if (lblk < b->jlog_end) {
+      part = RUN_JOURNAL_LOG;
+      if (n > b->jlog_end - lblk)
+        n = b->jlog_end - lblk;
+    }
+    else if (lblk < b->jmaxlen) {
+      part = RUN_JOURNAL_FC;
+      if (n > b->jmaxlen - lblk)
+        n = b->jmaxlen - lblk;
+    }
+    else
+      part = 0;                 /* past s_maxlen: journal, no area */
+    add_run (b, pblk, n, FSEV_ROLE_JOURNAL, b->journal_ino,
+             (uint32_t) lblk, part);
+    pblk += n;
+    lblk += n;
+    len -= n;
+  }
+}
+
+/* A mapped piece of file content: data, directory or journal. */
+static void
+add_content (struct builder *b, uint64_t pblk, uint64_t lblk, uint64_t len,
+             uint8_t flags)
+{
+  if (lblk > UINT32_MAX || len > (uint64_t) UINT32_MAX + 1 - lblk) {
+    warn (b, "inode %" PRIu32 ": logical block %" PRIu64 " out of range",
+          b->cur_ino, lblk);
+    return;
+  }
+  if (b->cur_role == FSEV_ROLE_JOURNAL)
+    add_journal_run (b, pblk, lblk, len);
+  else
+    add_run (b, pblk, len, b->cur_role, b->cur_ino, (uint32_t) lblk, flags);
+}
+
+/* --- Block maps of one inode. --- */
+
+static void
+map_extents (struct builder *b, ext2_ino_t ino, struct ext2_inode *inode)
+{
+  ext2_extent_handle_t h;
+  struct ext2fs_extent ext;
+  errcode_t e;
+  int op = EXT2_EXTENT_ROOT;
+
+  e = ext2fs_extent_open2 (b->fs, ino, inode, &h);
+  if (e) {
+    warn (b, "inode %u: bad extent tree: %s", ino, fsev_strerror (e));
+    return;
+  }
+  for (;;) {
+    e = ext2fs_extent_get (h, op, &ext);
+    if (e) {
+      if (e != EXT2_ET_EXTENT_NO_NEXT)
+        warn (b, "inode %u: extent tree: %s", ino, fsev_strerror (e));
+      break;
+    }
+    op = EXT2_EXTENT_NEXT;
+    if (++b->steps > b->max_steps) {
+      warn (b, "inode %u: extent tree larger than the filesystem", ino);
+      break;
+    }
+    if (ext.e_flags & EXT2_EXTENT_FLAGS_SECOND_VISIT)
+      continue;
+    if (!(ext.e_flags & EXT2_EXTENT_FLAGS_LEAF)) {
+      /* An index entry: e_pblk is the tree block below it. */
+      add_run (b, ext.e_pblk, 1, FSEV_ROLE_EXTENT_TREE, ino, 0, 0);
+      continue;
+    }
+    if (ext.e_len == 0)
+      continue;
+    add_content (b, ext.e_pblk, ext.e_lblk, ext.e_len,
+                 (ext.e_flags & EXT2_EXTENT_FLAGS_UNINIT) ? RUN_UNWRITTEN : 0);
+  }
+  ext2fs_extent_free (h);
+}
+
+static int
+block_cb (ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt,
+          blk64_t ref_blk, int ref_offset, void *priv)
+{
+  struct builder *b = priv;
+
+  if (++b->steps > b->max_steps) {
+    warn (b, "inode %u: block map larger than the filesystem", b->cur_ino);
+    return BLOCK_ABORT;
+  }
+  if (blockcnt < 0) {
+    /* The resize inode's indirect blocks below the top one are the
+     * reserved GDT blocks, already mapped by arithmetic.
+     */
+    if (b->cur_ino == EXT2_RESIZE_INO && blockcnt != BLOCK_COUNT_DIND)
+      return 0;
+    add_run (b, *blocknr, 1, FSEV_ROLE_INDIRECT, b->cur_ino, 0, 0);
+  }
+  else if (b->cur_ino != EXT2_RESIZE_INO)
+    add_content (b, *blocknr, (uint64_t) blockcnt, 1, 0);
+  return b->oom ? BLOCK_ABORT : 0;
+}
+
+static void
+map_indirect (struct builder *b, ext2_ino_t ino)
+{
+  errcode_t e = ext2fs_block_iterate3 (b->fs, ino, BLOCK_FLAG_READ_ONLY,
+                                       NULL, block_cb, b);
+  if (e)
+    warn (b, "inode %u: block map: %s", ino, fsev_strerror (e));
+}
+
+static void
+add_size (struct builder *b, uint32_t ino, uint64_t size)
+{
+  struct fsev_layout *L = b->L;
+  if (grow ((void **) &L->sizes, &b->sizes_cap, L->nsizes + 1,
+            sizeof *L->sizes) == -1) {
+    b->oom = true;
+    return;
+  }
+  L->sizes[L->nsizes++] = (struct inode_size) { .size = size, .ino = ino };
+}
+
+static void
+add_xattr_owner (struct builder *b, uint64_t pblk, uint32_t ino)
+{
+  struct fsev_layout *L = b->L;
+  if (pblk >= L->fs_blocks) {
+    warn (b, "inode %u: xattr block %" PRIu64 " outside the filesystem",
+          ino, pblk);
+    return;
+  }
+  if (grow ((void **) &L->xattrs, &b->xattrs_cap, L->nxattrs + 1,
+            sizeof *L->xattrs) == -1) {
+    b->oom = true;
+    return;
+  }
+  L->xattrs[L->nxattrs++] = (struct xattr_owner) { .pblk = pblk, .ino = ino };
+}
+
+static void
+add_special_name (struct builder *b, uint32_t ino, const char *name)
+{
+  struct fsev_layout *L = b->L;
+  if (ino == 0 || L->nspecial >= sizeof L->special / sizeof L->special[0])
+    return;
+  L->special[L->nspecial].ino = ino;
+  L->special[L->nspecial].name = name;
+  L->nspecial++;
+}
+
+static void
+map_inode (struct builder *b, ext2_ino_t ino, struct ext2_inode *inode)
+{
+  ext2_filsys fs = b->fs;
+  struct ext2_super_block *sb = fs->super;
+  bool is_dir = LINUX_S_ISDIR (inode->i_mode);
+  uint64_t xblk = ext2fs_file_acl_block (fs, inode);
+
+  if (ino != EXT2_BAD_INO && inode->i_mode == 0 && inode->i_links_count == 0)
+    return;                     /* allocated in the bitmap but empty */
+
+  if (is_dir) {
+    if (grow ((void **) &b->dirs, &b->dirs_cap, b->ndirs + 1,
+              sizeof *b->dirs) == -1) {
+      b->oom = true;
+      return;
+    }
+    b->dirs[b->ndirs++] = ino;
+    b->L->stats.directories++;
+  }
+  b->L->stats.files++;
+
+  if (xblk)
+    add_xattr_owner (b, xblk, ino);
+
+  if (!ext2fs_inode_has_valid_blocks2 (fs, inode))
+    return;                     /* fast symlink, inline data, device, ... */
+
+  b->cur_ino = ino;
+  b->cur_role = ino == b->journal_ino ? FSEV_ROLE_JOURNAL
+    : is_dir ? FSEV_ROLE_DIRECTORY : FSEV_ROLE_DATA;
+  if (b->cur_role == FSEV_ROLE_DATA)
+    add_size (b, ino, EXT2_I_SIZE (inode));
+  if (ino == EXT2_RESIZE_INO && !ext2fs_has_feature_resize_inode (sb))
+    return;
+  if (inode->i_flags & EXT4_EXTENTS_FL)
+    map_extents (b, ino, inode);
+  else
+    map_indirect (b, ino);
+}
+
+static void
+scan_inodes (struct builder *b)
+{
+  ext2_filsys fs = b->fs;
+  ext2_inode_scan scan;
+  ext2_ino_t ino;
+  errcode_t e;
+  int bufsize = EXT2_INODE_SIZE (fs->super);
+  struct ext2_inode_large *inode;
+
+  if (bufsize < (int) sizeof (struct ext2_inode))
+    bufsize = sizeof (struct ext2_inode);
+  inode = calloc (1, (size_t) bufsize > sizeof *inode ? (size_t) bufsize
+                                                    : sizeof *inode);
+  if (inode == NULL) {
+    b->oom = true;
+    return;
+  }
+  e = ext2fs_open_inode_scan (fs, 0, &scan);
+  if (e) {
+    warn (b, "cannot scan inodes: %s", fsev_strerror (e));
+    free (inode);
+    return;
+  }
+  ext2fs_inode_scan_flags (scan, EXT2_SF_SKIP_MISSING_ITABLE |
+                           EXT2_SF_WARN_GARBAGE_INODES, 0);
+  for (uint64_t n = 0; n <= fs->super->s_inodes_count && !b->oom; n++) {
+    e = ext2fs_get_next_inode_full (scan, &ino, (struct ext2_inode *) inode,
+                                    bufsize);
+    if (e == EXT2_ET_INODE_CSUM_INVALID || e == EXT2_ET_INODE_IS_GARBAGE) {
+      if (ino && fs->inode_map && ext2fs_test_inode_bitmap2 (fs->inode_map, ino))
+        warn (b, "inode %u: %s%s", ino, fsev_strerror (e),
+              e == EXT2_ET_INODE_IS_GARBAGE ? ": ignored" : "");
+      if (e == EXT2_ET_INODE_IS_GARBAGE)
+        continue;
+    }
+    else if (e == EXT2_ET_BAD_BLOCK_IN_INODE_TABLE)
+      continue;
+    else if (e) {
+      warn (b, "inode scan stopped: %s", fsev_strerror (e));
+      break;
+    }
+    if (ino == 0)
+      break;
+    if (ino > fs->super->s_inodes_count)
+      break;
+    /* The inode bitmap says which inodes are in use. */
+    if (fs->inode_map && !ext2fs_test_inode_bitmap2 (fs->inode_map, ino))
+      continue;
+    map_inode (b, ino, (struct ext2_inode *) inode);
+  }
+  ext2fs_close_inode_scan (scan);
+  free (inode);
+}
+
+/* --- Names. --- */
+
+static int
+dir_cb (ext2_ino_t dir, int entry, struct ext2_dir_entry *dirent,
+        int offset, int blocksize, char *buf, void *priv)
+{
+  struct builder *b = priv;
+  unsigned len = ext2fs_dirent_name_len (dirent);
+
+  if (++b->steps > b->max_steps)
+    return DIRENT_ABORT;
+  if (entry == DIRENT_DOT_FILE || entry == DIRENT_DOT_DOT_FILE ||
+      dirent->inode == 0)
+    return 0;
+  if (len > EXT2_NAME_LEN)
+    return 0;
+  if (dirent->inode > b->fs->super->s_inodes_count) {
+    warn (b, "directory %u: entry '%.*s' names inode %u, which does not exist",
+          dir, (int) len, dirent->name, dirent->inode);
+    return 0;
+  }
+  if (names_add (&b->L->names, dir, dirent->inode, dirent->name, len) == -1) {
+    b->oom = true;
+    return DIRENT_ABORT;
+  }
+  return 0;
+}
+
+static void
+scan_names (struct builder *b)
+{
+  for (size_t i = 0; i < b->ndirs && !b->oom; i++) {
+    errcode_t e = ext2fs_dir_iterate2 (b->fs, b->dirs[i], 0, NULL, dir_cb, b);
+    if (e)
+      warn (b, "directory %u: %s", b->dirs[i], fsev_strerror (e));
+    if (b->steps > b->max_steps)
+      break;
+  }
+}
+
+/* --- Sorting, free space, duplicates. --- */
+
+static int
+cmp_run (const void *a, const void *b)
+{
+  const struct run *x = a, *y = b;
+  if (x->pblk != y->pblk)
+    return x->pblk < y->pblk ? -1 : 1;
+  if (x->role != y->role)
+    return x->role < y->role ? -1 : 1;
+  return x->owner < y->owner ? -1 : x->owner > y->owner;
+}
+
+static int
+cmp_size (const void *a, const void *b)
+{
+  const struct inode_size *x = a, *y = b;
+  return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+static int
+cmp_xattr (const void *a, const void *b)
+{
+  const struct xattr_owner *x = a, *y = b;
+  if (x->pblk != y->pblk)
+    return x->pblk < y->pblk ? -1 : 1;
+  return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* One xattr run per distinct block, owned by its lowest inode; the
+ * others are found through the xattrs table.
+ */
+static void
+map_xattr_blocks (struct builder *b)
+{
+  struct fsev_layout *L = b->L;
+  if (L->nxattrs)
+    qsort (L->xattrs, L->nxattrs, sizeof *L->xattrs, cmp_xattr);
+  for (size_t i = 0; i < L->nxattrs; i++)
+    if (i == 0 || L->xattrs[i].pblk != L->xattrs[i - 1].pblk)
+      add_run (b, L->xattrs[i].pblk, 1, FSEV_ROLE_XATTR, L->xattrs[i].ino,
+               0, 0);
+}
+
+/* Blocks in use in the bitmap that nothing claims (the unused rest of a
+ * bigalloc cluster, leaks in corrupt images) become "free, allocated".
+ */
+static void
+map_allocated_gaps (struct builder *b)
+{
+  struct fsev_layout *L = b->L;
+  ext2fs_block_bitmap map = b->fs->block_map;
+  uint64_t first = b->fs->super->s_first_data_block;
+  uint64_t covered = first, nruns = L->nruns;
+
+  if (map == NULL)
+    return;
+  for (size_t i = 0; i <= nruns && !b->oom; i++) {
+    uint64_t gap_end = i < nruns ? L->runs[i].pblk : L->fs_blocks;
+    while (covered < gap_end) {
+      blk64_t set, clear;
+      if (ext2fs_find_first_set_block_bitmap2 (map, covered, gap_end - 1,
+                                               &set) != 0)
+        break;
+      if (set < covered)        /* bigalloc: the cluster began earlier */
+        set = covered;
+      if (ext2fs_find_first_zero_block_bitmap2 (map, set, gap_end - 1,
+                                                &clear) != 0)
+        clear = gap_end;
+      if (clear <= set)
+        clear = set + 1;
+      add_run (b, set, clear - set, FSEV_ROLE_FREE, 0, 0, RUN_ALLOCATED);
+      covered = clear;
+    }
+    if (i < nruns && L->runs[i].pblk + L->runs[i].len > covered)
+      covered = L->runs[i].pblk + L->runs[i].len;
+  }
+}
+
+static void
+sort_and_merge (struct builder *b)
+{
+  struct fsev_layout *L = b->L;
+  size_t out = 0;
+
+  if (L->nruns)
+    qsort (L->runs, L->nruns, sizeof *L->runs, cmp_run);
+  for (size_t i = 0; i < L->nruns; i++) {
+    struct run *r = &L->runs[i];
+    if (out > 0) {
+      struct run *p = &L->runs[out - 1];
+      uint64_t aux_step = p->role == FSEV_ROLE_INODE_TABLE
+        ? (uint64_t) p->len * L->inodes_per_block : p->len;
+      bool owner_ok = p->owner == r->owner ||
+        p->role == FSEV_ROLE_INODE_TABLE;   /* flex_bg: tables in a row */
+      if (p->role == r->role && owner_ok && p->flags == r->flags &&
+          p->pblk + p->len == r->pblk && (uint64_t) p->aux + aux_step == r->aux &&
+          (uint64_t) p->len + r->len <= UINT32_MAX / 2 &&
+          p->role != FSEV_ROLE_SUPERBLOCK && p->role != FSEV_ROLE_FREE) {
+        p->len += r->len;
+        continue;
+      }
+    }
+    L->runs[out++] = *r;
+  }
+  L->nruns = out;
+}
+
+static void
+finish_runs (struct builder *b)
+{
+  struct fsev_layout *L = b->L;
+
+  sort_and_merge (b);
+  map_allocated_gaps (b);
+  sort_and_merge (b);
+  if (L->nruns) {
+    void *p = realloc (L->runs, L->nruns * sizeof *L->runs);
+    if (p)
+      L->runs = p;
+  }
+  L->maxend = malloc ((L->nruns ? L->nruns : 1) * sizeof *L->maxend);
+  if (L->maxend == NULL) {
+    b->oom = true;
+    return;
+  }
+  uint64_t m = 0;
+  for (size_t i = 0; i < L->nruns; i++) {
+    uint64_t end = L->runs[i].pblk + L->runs[i].len;
+    if (end > m)
+      m = end;
+    L->maxend[i] = m;
+  }
+  if (L->nsizes)
+    qsort (L->sizes, L->nsizes, sizeof *L->sizes, cmp_size);
+}
+
+static double
+now (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+struct fsev_layout *
+fsev_layout_build (const struct fsev_source *src,
+                   const struct fsev_build_options *opts,
+                   char *err, size_t errlen)
+{
+  double t0 = now ();
+  struct builder b = { .opts = opts };
+  struct fsev_layout *L;
+  errcode_t e;
+
+  L = calloc (1, sizeof *L);
+  if (L == NULL) {
+    snprintf (err, errlen, "out of memory");
+    return NULL;
+  }
+  b.L = L;
+
+  e = fsev_source_open_fs (src, EXT2_FLAG_IGNORE_CSUM_ERRORS, &b.fs);
+  if (e) {
+    snprintf (err, errlen, "cannot open the filesystem: %s",
+              fsev_strerror (e));
+    free (L);
+    return NULL;
+  }
+  struct ext2_super_block *sb = b.fs->super;
+  if (ext2fs_has_feature_journal_dev (sb)) {
+    snprintf (err, errlen, "this is an external journal device, "
+              "not a filesystem");
+    goto fail;
+  }
+
+  L->block_size = b.fs->blocksize;
+  L->fs_blocks = ext2fs_blocks_count (sb);
+  L->fs_bytes = L->fs_blocks * L->block_size;
+  L->inode_size = EXT2_INODE_SIZE (sb);
+  if (L->inode_size == 0 || L->inode_size > L->block_size) {
+    snprintf (err, errlen, "inode size %u is not valid", L->inode_size);
+    goto fail;
+  }
+  L->inodes_per_block = L->block_size / L->inode_size;
+  L->inodes_per_group = sb->s_inodes_per_group;
+  L->root_ino = EXT2_ROOT_INO;
+  L->fs_type = fsev_fsinfo_type (sb);
+  /* Every loop over block maps and directories together is bounded by
+   * a generous multiple of what the filesystem can hold.
+   */
+  b.max_steps = 4 * (L->fs_blocks + sb->s_inodes_count) + 1024;
+
+  e = ext2fs_read_bitmaps (b.fs);
+  if (e)
+    warn (&b, "cannot read the bitmaps (%s): free space and inode use "
+          "are guessed", fsev_strerror (e));
+
+  map_fixed_metadata (&b);
+  if (ext2fs_has_feature_mmp (sb) && sb->s_mmp_block)
+    add_run (&b, sb->s_mmp_block, 1, FSEV_ROLE_MMP, 0, 0, 0);
+  read_journal_superblock (&b);
+  scan_inodes (&b);
+  map_xattr_blocks (&b);
+  if (!b.oom)
+    scan_names (&b);
+  names_finish (&L->names);
+  finish_runs (&b);
+  if (b.oom) {
+    snprintf (err, errlen, "out of memory while building the layout");
+    goto fail;
+  }
+
+  add_special_name (&b, EXT2_BAD_INO, "<bad blocks>");
+  add_special_name (&b, EXT2_BOOT_LOADER_INO, "<boot loader>");
+  add_special_name (&b, EXT2_UNDEL_DIR_INO, "<undelete>");
+  add_special_name (&b, EXT2_RESIZE_INO, "<resize>");
+  add_special_name (&b, b.journal_ino, "<journal>");
+  add_special_name (&b, sb->s_usr_quota_inum, "<quota:user>");
+  add_special_name (&b, sb->s_grp_quota_inum, "<quota:group>");
+  add_special_name (&b, sb->s_prj_quota_inum, "<quota:project>");
+  add_special_name (&b, sb->s_orphan_file_inum, "<orphan file>");
+  add_special_name (&b, EXT2_EXCLUDE_INO, "<exclude>");
+
+  L->stats.runs = L->nruns;
+  L->stats.links = L->names.nlinks;
+  L->stats.names_bytes = L->names.pool_len;
+  L->stats.memory = L->nruns * (sizeof *L->runs + sizeof *L->maxend) +
+    L->nsizes * sizeof *L->sizes + L->nxattrs * sizeof *L->xattrs +
+    L->names.nlinks * sizeof *L->names.links + L->names.pool_cap;
+  L->stats.build_seconds = now () - t0;
+
+  free (b.dirs);
+  ext2fs_close_free (&b.fs);
+  return L;
+
+ fail:
+  free (b.dirs);
+  ext2fs_close_free (&b.fs);
+  fsev_layout_free (L);
+  return NULL;
+}
+
+void
+fsev_layout_free (struct fsev_layout *L)
+{
+  if (L == NULL)
+    return;
+  free (L->runs);
+  free (L->maxend);
+  free (L->sizes);
+  free (L->xattrs);
+  names_free (&L->names);
+  free (L);
+}

@@ -1,0 +1,77 @@
+/* fs/layout-internal.h: the model's own structures, shared by the
+ * builder (layout-build.c) and the queries (layout-query.c).
+ */
+#ifndef FSEVENT_LAYOUT_INTERNAL_H
+#define FSEVENT_LAYOUT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "layout.h"
+#include "names.h"
+
+/* Run flags (8 bits: they must fit struct run). */
+#define RUN_BACKUP      0x01
+#define RUN_UNWRITTEN   0x02
+#define RUN_ALLOCATED   0x04
+#define RUN_JOURNAL_SB  0x08
+#define RUN_JOURNAL_LOG 0x10
+#define RUN_JOURNAL_FC  0x20
+
+/* One contiguous range of blocks with one role and one owner: 24 bytes.
+ * Sorted by pblk.  Runs overlap only where the image is corrupt (two
+ * owners claim a block); maxend[] makes those findable.
+ */
+struct run {
+  uint64_t pblk;
+  uint32_t len;                 /* blocks */
+  uint32_t owner;               /* inode; for fixed metadata the group */
+  uint32_t aux;                 /* logical block; inode_table: first inode */
+  uint8_t role;                 /* enum fsev_role */
+  uint8_t flags;                /* RUN_* */
+  uint16_t reserved;
+};
+
+struct inode_size {
+  uint64_t size;
+  uint32_t ino;
+  uint32_t reserved;
+};
+
+struct xattr_owner {
+  uint64_t pblk;
+  uint32_t ino;
+  uint32_t reserved;
+};
+
+struct fsev_layout {
+  unsigned block_size;
+  uint64_t fs_blocks;           /* blocks_count */
+  uint64_t fs_bytes;
+  uint32_t inode_size;
+  uint32_t inodes_per_block;
+  uint32_t inodes_per_group;
+  uint32_t root_ino;
+  const char *fs_type;
+  bool external_journal;
+
+  struct run *runs;
+  uint64_t *maxend;             /* maxend[i] = max (pblk + len) of runs[0..i] */
+  size_t nruns;
+
+  struct inode_size *sizes;     /* i_size of inodes owning data, by ino */
+  size_t nsizes;
+
+  struct xattr_owner *xattrs;   /* (block, owner) pairs, sorted */
+  size_t nxattrs;
+
+  struct fsev_names names;
+
+  /* Pseudo-paths of special inodes, e.g. "<journal>". */
+  struct { uint32_t ino; const char *name; } special[12];
+  unsigned nspecial;
+
+  struct fsev_layout_stats stats;
+};
+
+#endif

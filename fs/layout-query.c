@@ -1,0 +1,274 @@
+/* fs/layout-query.c: answer questions from the layout model.
+ *
+ * Lookups never touch the image: binary search over the sorted runs,
+ * then a walk forward while runs overlap the range.
+ */
+#include <config.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "layout-internal.h"
+
+static const char *const role_names[FSEV_ROLE_COUNT] = {
+  [FSEV_ROLE_SUPERBLOCK] = "superblock",
+  [FSEV_ROLE_GROUP_DESCRIPTORS] = "group_descriptors",
+  [FSEV_ROLE_RESERVED_GDT] = "reserved_gdt",
+  [FSEV_ROLE_BLOCK_BITMAP] = "block_bitmap",
+  [FSEV_ROLE_INODE_BITMAP] = "inode_bitmap",
+  [FSEV_ROLE_INODE_TABLE] = "inode_table",
+  [FSEV_ROLE_JOURNAL] = "journal",
+  [FSEV_ROLE_MMP] = "mmp",
+  [FSEV_ROLE_EXTENT_TREE] = "extent_tree",
+  [FSEV_ROLE_INDIRECT] = "indirect",
+  [FSEV_ROLE_DIRECTORY] = "directory",
+  [FSEV_ROLE_XATTR] = "xattr",
+  [FSEV_ROLE_DATA] = "data",
+  [FSEV_ROLE_FREE] = "free",
+  [FSEV_ROLE_OUTSIDE] = "outside",
+};
+
+const char *
+fsev_role_name (enum fsev_role role)
+{
+  return (unsigned) role < FSEV_ROLE_COUNT ? role_names[role] : "unknown";
+}
+
+static bool
+is_fixed_metadata (uint8_t role)
+{
+  return role <= FSEV_ROLE_INODE_TABLE;
+}
+
+static unsigned
+seg_flags (uint8_t run_flags)
+{
+  unsigned f = 0;
+  if (run_flags & RUN_BACKUP) f |= FSEV_SEG_BACKUP;
+  if (run_flags & RUN_UNWRITTEN) f |= FSEV_SEG_UNWRITTEN;
+  if (run_flags & RUN_ALLOCATED) f |= FSEV_SEG_ALLOCATED;
+  if (run_flags & RUN_JOURNAL_SB) f |= FSEV_SEG_JOURNAL_SB;
+  if (run_flags & RUN_JOURNAL_LOG) f |= FSEV_SEG_JOURNAL_LOG;
+  if (run_flags & RUN_JOURNAL_FC) f |= FSEV_SEG_JOURNAL_FC;
+  return f;
+}
+
+/* i_size of INO, or UINT64_MAX if unknown. */
+static uint64_t
+inode_size (const struct fsev_layout *L, uint32_t ino)
+{
+  size_t lo = 0, hi = L->nsizes;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (L->sizes[mid].ino < ino)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < L->nsizes && L->sizes[lo].ino == ino ? L->sizes[lo].size
+                                                   : UINT64_MAX;
+}
+
+/* Emit the part [S, E) of run R (bytes), split at end of file. */
+static int
+emit_run (const struct fsev_layout *L, const struct run *r, bool dup,
+          uint64_t s, uint64_t e, fsev_segment_fn fn, void *opaque)
+{
+  const uint64_t rs = r->pblk * L->block_size;
+  struct fsev_segment seg = {
+    .offset = s, .length = e - s, .role = r->role,
+    .flags = seg_flags (r->flags) | (dup ? FSEV_SEG_DUP : 0),
+  };
+
+  if (is_fixed_metadata (r->role))
+    seg.group = r->owner;
+  else
+    seg.ino = r->owner;
+
+  switch (r->role) {
+  case FSEV_ROLE_INODE_TABLE:
+    seg.first_ino = r->aux + (uint32_t) ((s - rs) / L->inode_size);
+    seg.last_ino = r->aux + (uint32_t) ((e - 1 - rs) / L->inode_size);
+    /* Tables of several groups in a row (flex_bg) are one run. */
+    if (L->inodes_per_group)
+      seg.group = (seg.first_ino - 1) / L->inodes_per_group;
+    break;
+  case FSEV_ROLE_DATA: {
+    seg.position = (uint64_t) r->aux * L->block_size + (s - rs);
+    uint64_t size = inode_size (L, r->owner);
+    if (seg.position >= size)
+      seg.flags |= FSEV_SEG_BEYOND_EOF;
+    else if (seg.position + seg.length > size) {
+      /* Split: the part inside the file, then the part past its end. */
+      struct fsev_segment tail = seg;
+      seg.length = size - seg.position;
+      int ret = fn (&seg, opaque);
+      if (ret)
+        return ret;
+      tail.offset += seg.length;
+      tail.length -= seg.length;
+      tail.position = size;
+      tail.flags |= FSEV_SEG_BEYOND_EOF;
+      return fn (&tail, opaque);
+    }
+    break;
+  }
+  case FSEV_ROLE_DIRECTORY:
+  case FSEV_ROLE_JOURNAL:
+    seg.position = (uint64_t) r->aux * L->block_size + (s - rs);
+    break;
+  default:
+    break;
+  }
+  return fn (&seg, opaque);
+}
+
+static int
+emit_plain (enum fsev_role role, uint64_t s, uint64_t e,
+            fsev_segment_fn fn, void *opaque)
+{
+  struct fsev_segment seg = { .offset = s, .length = e - s, .role = role };
+  return fn (&seg, opaque);
+}
+
+int
+fsev_layout_lookup (const struct fsev_layout *L, uint64_t offset,
+                    uint64_t length, fsev_segment_fn fn, void *opaque)
+{
+  const uint64_t bs = L->block_size;
+  uint64_t end = length > UINT64_MAX - offset ? UINT64_MAX : offset + length;
+  uint64_t lim = end < L->fs_bytes ? end : L->fs_bytes;
+  int ret;
+
+  if (offset < lim) {
+    const uint64_t blk = offset / bs;
+    uint64_t covered = offset;
+    /* The first run that could reach OFFSET: maxend is non-decreasing. */
+    size_t lo = 0, hi = L->nruns;
+    while (lo < hi) {
+      size_t mid = lo + (hi - lo) / 2;
+      if (L->maxend[mid] <= blk)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    for (size_t i = lo; i < L->nruns; i++) {
+      const struct run *r = &L->runs[i];
+      uint64_t rs = r->pblk * bs, re = (r->pblk + r->len) * bs;
+      if (rs >= lim)
+        break;
+      if (re <= offset)
+        continue;
+      uint64_t s = rs > offset ? rs : offset;
+      uint64_t e = re < lim ? re : lim;
+      if (s > covered) {
+        if ((ret = emit_plain (FSEV_ROLE_FREE, covered, s, fn, opaque)))
+          return ret;
+        covered = s;
+      }
+      bool dup = (i > 0 && L->maxend[i - 1] > r->pblk) ||
+        (i + 1 < L->nruns && L->runs[i + 1].pblk < r->pblk + r->len);
+      if ((ret = emit_run (L, r, dup, s, e, fn, opaque)))
+        return ret;
+      if (e > covered)
+        covered = e;
+    }
+    if (covered < lim &&
+        (ret = emit_plain (FSEV_ROLE_FREE, covered, lim, fn, opaque)))
+      return ret;
+  }
+  if (end > L->fs_bytes) {
+    uint64_t s = offset > L->fs_bytes ? offset : L->fs_bytes;
+    if ((ret = emit_plain (FSEV_ROLE_OUTSIDE, s, end, fn, opaque)))
+      return ret;
+  }
+  return 0;
+}
+
+int
+fsev_layout_path (const struct fsev_layout *L, uint32_t ino, unsigned n,
+                  char *buf, size_t buflen)
+{
+  unsigned count;
+
+  if (buflen == 0)
+    return -1;
+  buf[0] = '\0';
+  if (ino == L->root_ino) {
+    if (n == 0) {
+      if (buflen < 2)
+        return -1;
+      strcpy (buf, "/");
+    }
+    return 1;
+  }
+  count = names_count (&L->names, ino);
+  if (count > 0) {
+    if (n < count &&
+        names_path (&L->names, ino, n, L->root_ino, buf, buflen) == -1)
+      return -1;
+    return (int) count;
+  }
+  for (unsigned i = 0; i < L->nspecial; i++)
+    if (L->special[i].ino == ino) {
+      if (n == 0 && snprintf (buf, buflen, "%s", L->special[i].name) >=
+          (int) buflen)
+        return -1;
+      return 1;
+    }
+  return 0;
+}
+
+unsigned
+fsev_layout_xattr_owners (const struct fsev_layout *L, uint64_t offset,
+                          uint32_t *inos, unsigned max)
+{
+  uint64_t blk = offset / L->block_size;
+  size_t lo = 0, hi = L->nxattrs;
+  unsigned count = 0;
+
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (L->xattrs[mid].pblk < blk)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  for (size_t i = lo; i < L->nxattrs && L->xattrs[i].pblk == blk; i++) {
+    if (count < max)
+      inos[count] = L->xattrs[i].ino;
+    count++;
+  }
+  return count;
+}
+
+void
+fsev_layout_get_stats (const struct fsev_layout *L,
+                       struct fsev_layout_stats *stats)
+{
+  *stats = L->stats;
+}
+
+uint64_t
+fsev_layout_fs_bytes (const struct fsev_layout *L)
+{
+  return L->fs_bytes;
+}
+
+unsigned
+fsev_layout_block_size (const struct fsev_layout *L)
+{
+  return L->block_size;
+}
+
+const char *
+fsev_layout_fs_type (const struct fsev_layout *L)
+{
+  return L->fs_type;
+}
+
+bool
+fsev_layout_external_journal (const struct fsev_layout *L)
+{
+  return L->external_journal;
+}
