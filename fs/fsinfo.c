@@ -2,10 +2,9 @@
 #include <config.h>
 
 #include <errno.h>
-#include <fcntl.h>
+#include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <unistd.h>
 #include <string.h>
 
 #include <ext2fs/ext2fs.h>
@@ -13,6 +12,7 @@
 
 #include "fserror.h"
 #include "fsinfo.h"
+#include "source.h"
 
 /* The same rule blkid uses: ext4 is whatever needs more than ext3 knows. */
 const char *
@@ -50,18 +50,22 @@ append_features (char *buf, size_t len, int compat, uint32_t mask)
  * get a precise message rather than libext2fs's generic one.
  */
 static int
-precheck_superblock (const char *path, char *err, size_t errlen)
+precheck_superblock (const struct fsev_source *src, const char *path,
+                     char *err, size_t errlen)
 {
   struct ext2_super_block sb;
-  int fd = open (path, O_RDONLY | O_CLOEXEC);
-  if (fd == -1) {
-    snprintf (err, errlen, "%s: %s", path, strerror (errno));
+
+  if (src->size < SUPERBLOCK_OFFSET + sizeof sb) {
+    snprintf (err, errlen, "%s: not an ext2/ext3/ext4 filesystem "
+              "(only %" PRIu64 " bytes, too small to hold a superblock)",
+              path, src->size);
     return -1;
   }
-  ssize_t r = pread (fd, &sb, sizeof sb, SUPERBLOCK_OFFSET);
-  close (fd);
-  if (r != (ssize_t) sizeof sb ||
-      ext2fs_le16_to_cpu (sb.s_magic) != EXT2_SUPER_MAGIC) {
+  if (src->read (src->opaque, &sb, sizeof sb, SUPERBLOCK_OFFSET) == -1) {
+    snprintf (err, errlen, "%s: read: %s", path, strerror (errno));
+    return -1;
+  }
+  if (ext2fs_le16_to_cpu (sb.s_magic) != EXT2_SUPER_MAGIC) {
     snprintf (err, errlen, "%s: not an ext2/ext3/ext4 filesystem "
               "(no ext2 superblock magic at byte %d)", path,
               SUPERBLOCK_OFFSET + (int) offsetof (struct ext2_super_block,
@@ -78,17 +82,16 @@ precheck_superblock (const char *path, char *err, size_t errlen)
 }
 
 int
-fsev_fsinfo_probe (const char *path, struct fsev_fsinfo *info,
-                   char *err, size_t errlen)
+fsev_fsinfo_probe (const struct fsev_source *src, const char *path,
+                   struct fsev_fsinfo *info, char *err, size_t errlen)
 {
   ext2_filsys fs;
   errcode_t e;
 
   memset (info, 0, sizeof *info);
-  if (precheck_superblock (path, err, errlen) == -1)
+  if (precheck_superblock (src, path, err, errlen) == -1)
     return -1;
-  /* No EXT2_FLAG_RW: libext2fs opens the file O_RDONLY and never writes. */
-  e = ext2fs_open2 (path, NULL, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
+  e = fsev_source_open_fs (src, 0, &fs);
   if (e) {
     if (e == EXT2_ET_BAD_MAGIC || e == EXT2_ET_SB_CSUM_INVALID ||
         e == EXT2_ET_CORRUPT_SUPERBLOCK || e == EXT2_ET_SHORT_READ)

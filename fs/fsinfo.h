@@ -27,11 +27,14 @@ struct fsev_fsinfo {
   char features[512];           /* space-separated feature names */
 };
 
-/* Open the filesystem in the image at PATH (read-only) and fill in
- * *INFO.  Returns 0 on success.  On failure returns -1 and writes a
- * message for the user into ERR (ERRLEN bytes).
+struct fsev_source;
+
+/* Open the filesystem on SRC (read-only) and fill in *INFO.  NAME is
+ * what messages call it.  Returns 0 on success.  On failure returns -1
+ * and writes a message for the user into ERR (ERRLEN bytes).
  */
-extern int fsev_fsinfo_probe (const char *path, struct fsev_fsinfo *info,
+extern int fsev_fsinfo_probe (const struct fsev_source *src, const char *name,
+                              struct fsev_fsinfo *info,
                               char *err, size_t errlen);
 
 /* "ext2", "ext3" or "ext4", by the rule blkid uses: ext4 is whatever

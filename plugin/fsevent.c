@@ -19,16 +19,22 @@
 
 #include "fsinfo.h"
 #include "image.h"
+#include "layout.h"
+#include "source.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 static char *filename;          /* file= */
 static struct image image = { .fd = -1 };
 static struct fsev_fsinfo fsinfo;
+static struct fsev_fd_source fdsrc;
+static struct fsev_source source;       /* the image, as fs/ reads it */
+static struct fsev_layout *layout;      /* built at start-up */
 
 static void
 fsevent_unload (void)
 {
+  fsev_layout_free (layout);
   image_close (&image);
   free (filename);
 }
@@ -63,20 +69,28 @@ fsevent_config_complete (void)
 #define fsevent_config_help \
   "[file=]IMAGE         (required) The ext2/3/4 image or block device to serve."
 
+static void
+layout_warning (void *opaque, const char *msg)
+{
+  nbdkit_debug ("%s: layout: warning: %s", filename, msg);
+}
+
 static int
 fsevent_get_ready (void)
 {
   char err[512];
 
+  if (image_open (&image, filename) == -1)
+    return -1;
+  fsev_source_from_fd (&source, &fdsrc, image.fd, 0, image.size);
+
   /* Identify the filesystem first, so that a wrong image is refused
    * before anything else happens.
    */
-  if (fsev_fsinfo_probe (filename, &fsinfo, err, sizeof err) == -1) {
+  if (fsev_fsinfo_probe (&source, filename, &fsinfo, err, sizeof err) == -1) {
     nbdkit_error ("%s", err);
     return -1;
   }
-  if (image_open (&image, filename) == -1)
-    return -1;
   if ((uint64_t) image.size < fsinfo.fs_bytes)
     nbdkit_error ("warning: %s is %" PRIi64 " bytes but the filesystem "
                   "claims %" PRIu64 " bytes", filename, image.size,
@@ -98,6 +112,20 @@ fsevent_get_ready (void)
                   fsinfo.journal_external ? "external device" : "internal",
                   fsinfo.needs_recovery ? ", needs recovery (not replayed: "
                   "the plugin never writes to the image)" : "");
+
+  struct fsev_build_options opts = { .warn = layout_warning };
+  layout = fsev_layout_build (&source, &opts, err, sizeof err);
+  if (layout == NULL) {
+    nbdkit_error ("%s: %s", filename, err);
+    return -1;
+  }
+  struct fsev_layout_stats st;
+  fsev_layout_get_stats (layout, &st);
+  nbdkit_debug ("%s: layout: built in %.3f s: %" PRIu64 " runs, %" PRIu64
+                " files (%" PRIu64 " directories), %" PRIu64 " names, "
+                "%.1f KiB of memory, %" PRIu64 " warnings",
+                filename, st.build_seconds, st.runs, st.files, st.directories,
+                st.links, st.memory / 1024.0, st.warnings);
   return 0;
 }
 

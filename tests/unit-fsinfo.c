@@ -21,7 +21,7 @@ START_TEST (test_ext4_defaults)
   struct fsev_fsinfo info;
   char err[256];
 
-  ck_assert_int_eq (fsev_fsinfo_probe (img, &info, err, sizeof err), 0);
+  ck_assert_int_eq (unit_probe (img, &info, err, sizeof err), 0);
   ck_assert_str_eq (info.type, "ext4");
   ck_assert_uint_eq (info.block_size, 4096);
   ck_assert_uint_eq (info.cluster_size, 4096);
@@ -44,13 +44,13 @@ START_TEST (test_ext3_and_ext2)
   char *img3 = unit_mkfs ("-t ext3 -b 1024", "8M");
   char *img2 = unit_mkfs ("-t ext2 -b 2048", "8M");
 
-  ck_assert_int_eq (fsev_fsinfo_probe (img3, &info, err, sizeof err), 0);
+  ck_assert_int_eq (unit_probe (img3, &info, err, sizeof err), 0);
   ck_assert_str_eq (info.type, "ext3");
   ck_assert_uint_eq (info.block_size, 1024);
   ck_assert_int_eq (info.has_journal, 1);
   ck_assert_ptr_null (strstr (info.features, "extent"));
 
-  ck_assert_int_eq (fsev_fsinfo_probe (img2, &info, err, sizeof err), 0);
+  ck_assert_int_eq (unit_probe (img2, &info, err, sizeof err), 0);
   ck_assert_str_eq (info.type, "ext2");
   ck_assert_uint_eq (info.block_size, 2048);
   ck_assert_uint_eq (info.blocks_count, 4096);
@@ -66,7 +66,7 @@ START_TEST (test_bigalloc)
   struct fsev_fsinfo info;
   char err[256];
 
-  ck_assert_int_eq (fsev_fsinfo_probe (img, &info, err, sizeof err), 0);
+  ck_assert_int_eq (unit_probe (img, &info, err, sizeof err), 0);
   ck_assert_uint_eq (info.block_size, 4096);
   ck_assert_uint_eq (info.cluster_size, 65536);
   unit_rm (img);
@@ -79,20 +79,22 @@ START_TEST (test_not_ext)
   struct fsev_fsinfo info;
   char err[256];
 
-  ck_assert_int_eq (fsev_fsinfo_probe (img, &info, err, sizeof err), -1);
+  ck_assert_int_eq (unit_probe (img, &info, err, sizeof err), -1);
   ck_assert_ptr_nonnull (strstr (err, "not an ext2/ext3/ext4 filesystem (no ext2 superblock magic"));
   unit_rm (img);
 }
 END_TEST
 
-START_TEST (test_missing_file)
+START_TEST (test_too_small)
 {
+  char *img = unit_zero_file ("1500");
   struct fsev_fsinfo info;
   char err[256];
 
-  ck_assert_int_eq (fsev_fsinfo_probe ("/nonexistent/image", &info,
-                                       err, sizeof err), -1);
-  ck_assert_ptr_nonnull (strstr (err, "/nonexistent/image"));
+  ck_assert_int_eq (unit_probe (img, &info, err, sizeof err), -1);
+  ck_assert_ptr_nonnull (strstr (err, "too small to hold a superblock"));
+  ck_assert_ptr_nonnull (strstr (err, img));
+  unit_rm (img);
 }
 END_TEST
 
@@ -102,7 +104,7 @@ START_TEST (test_journal_device)
   struct fsev_fsinfo info;
   char err[256];
 
-  ck_assert_int_eq (fsev_fsinfo_probe (img, &info, err, sizeof err), -1);
+  ck_assert_int_eq (unit_probe (img, &info, err, sizeof err), -1);
   ck_assert_ptr_nonnull (strstr (err, "journal device"));
   unit_rm (img);
 }
@@ -119,7 +121,7 @@ fsinfo_suite (void)
   tcase_add_test (tc, test_ext3_and_ext2);
   tcase_add_test (tc, test_bigalloc);
   tcase_add_test (tc, test_not_ext);
-  tcase_add_test (tc, test_missing_file);
+  tcase_add_test (tc, test_too_small);
   tcase_add_test (tc, test_journal_device);
   suite_add_tcase (s, tc);
   return s;

@@ -9,11 +9,22 @@
  * the test if mke2fs fails.
  */
 extern char *unit_mkfs (const char *options, const char *size);
+/* The same, with the image populated by mke2fs -d from a directory in
+ * which the shell command SCRIPT has run.
+ */
+extern char *unit_mkfs_tree (const char *options, const char *script,
+                             const char *size);
 /* A new temporary file of SIZE zero bytes. */
 extern char *unit_zero_file (const char *size);
 extern void unit_rm (char *path);
 
+/* fsev_fsinfo_probe on the file at PATH. */
+struct fsev_fsinfo;
+extern int unit_probe (const char *path, struct fsev_fsinfo *info,
+                       char *err, size_t errlen);
+
 /* One function per suite; unit.c runs them all. */
 extern Suite *fsinfo_suite (void);
+extern Suite *layout_suite (void);
 
 #endif
