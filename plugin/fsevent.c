@@ -91,10 +91,13 @@ fsevent_get_ready (void)
     nbdkit_error ("%s", err);
     return -1;
   }
-  if ((uint64_t) image.size < fsinfo.fs_bytes)
-    nbdkit_error ("warning: %s is %" PRIi64 " bytes but the filesystem "
-                  "claims %" PRIu64 " bytes", filename, image.size,
-                  fsinfo.fs_bytes);
+  /* The guest would write past the end of the device: refuse. */
+  if ((uint64_t) image.size < fsinfo.fs_bytes) {
+    nbdkit_error ("%s is %" PRIi64 " bytes but its filesystem claims %"
+                  PRIu64 " bytes: the image is truncated", filename,
+                  image.size, fsinfo.fs_bytes);
+    return -1;
+  }
 
   nbdkit_debug ("%s: %s, %s, %s, block size %u%s, %" PRIu64 " blocks "
                 "(%" PRIu64 " free), %" PRIu32 " inodes (%" PRIu32 " free), "
