@@ -17,6 +17,8 @@
 #define RUN_JOURNAL_SB  0x08
 #define RUN_JOURNAL_LOG 0x10
 #define RUN_JOURNAL_FC  0x20
+#define RUN_BEYOND_EOF  0x40    /* data wholly past i_size */
+#define RUN_EOF_PARTIAL 0x80    /* data: i_size ends inside the last block */
 
 /* One contiguous range of blocks with one role and one owner: 24 bytes.
  * Sorted by pblk.  Runs overlap only where the image is corrupt (two
@@ -29,13 +31,8 @@ struct run {
   uint32_t aux;                 /* logical block; inode_table: first inode */
   uint8_t role;                 /* enum fsev_role */
   uint8_t flags;                /* RUN_* */
-  uint16_t reserved;
-};
-
-struct inode_size {
-  uint64_t size;
-  uint32_t ino;
-  uint32_t reserved;
+  uint16_t eof_bytes;           /* RUN_EOF_PARTIAL: bytes of the last
+                                   block that lie inside the file */
 };
 
 struct xattr_owner {
@@ -58,9 +55,6 @@ struct fsev_layout {
   struct run *runs;
   uint64_t *maxend;             /* maxend[i] = max (pblk + len) of runs[0..i] */
   size_t nruns;
-
-  struct inode_size *sizes;     /* i_size of inodes owning data, by ino */
-  size_t nsizes;
 
   struct xattr_owner *xattrs;   /* (block, owner) pairs, sorted */
   size_t nxattrs;

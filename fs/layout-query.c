@@ -53,20 +53,61 @@ seg_flags (uint8_t run_flags)
   return f;
 }
 
-/* i_size of INO, or UINT64_MAX if unknown. */
-static uint64_t
-inode_size (const struct fsev_layout *L, uint32_t ino)
+/* Segments pass through here so that neighbours that continue each
+ * other (a run split at i_size, runs of one file that merely touch) reach
+ * the caller as one.
+ */
+struct emitter {
+  fsev_segment_fn fn;
+  void *opaque;
+  struct fsev_segment pending;
+  bool has_pending;
+};
+
+static bool
+continues (const struct fsev_segment *p, const struct fsev_segment *n)
 {
-  size_t lo = 0, hi = L->nsizes;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (L->sizes[mid].ino < ino)
-      lo = mid + 1;
-    else
-      hi = mid;
+  if (p->role != n->role || p->flags != n->flags || p->ino != n->ino ||
+      p->group != n->group || p->offset + p->length != n->offset)
+    return false;
+  switch (n->role) {
+  case FSEV_ROLE_DATA:
+  case FSEV_ROLE_DIRECTORY:
+  case FSEV_ROLE_JOURNAL:
+    return p->position + p->length == n->position;
+  case FSEV_ROLE_INODE_TABLE:
+    return p->last_ino + 1 == n->first_ino;
+  case FSEV_ROLE_FREE:
+  case FSEV_ROLE_OUTSIDE:
+    return true;
+  default:
+    return false;               /* one segment per metadata block */
   }
-  return lo < L->nsizes && L->sizes[lo].ino == ino ? L->sizes[lo].size
-                                                   : UINT64_MAX;
+}
+
+static int
+flush (struct emitter *em)
+{
+  if (!em->has_pending)
+    return 0;
+  em->has_pending = false;
+  return em->fn (&em->pending, em->opaque);
+}
+
+static int
+emit (const struct fsev_segment *seg, void *opaque)
+{
+  struct emitter *em = opaque;
+  if (em->has_pending && continues (&em->pending, seg)) {
+    em->pending.length += seg->length;
+    if (seg->role == FSEV_ROLE_INODE_TABLE)
+      em->pending.last_ino = seg->last_ino;
+    return 0;
+  }
+  int ret = flush (em);
+  em->pending = *seg;
+  em->has_pending = true;
+  return ret;
 }
 
 /* Emit the part [S, E) of run R (bytes), split at end of file. */
@@ -87,29 +128,46 @@ emit_run (const struct fsev_layout *L, const struct run *r, bool dup,
 
   switch (r->role) {
   case FSEV_ROLE_INODE_TABLE:
-    seg.first_ino = r->aux + (uint32_t) ((s - rs) / L->inode_size);
-    seg.last_ino = r->aux + (uint32_t) ((e - 1 - rs) / L->inode_size);
-    /* Tables of several groups in a row (flex_bg) are one run. */
-    if (L->inodes_per_group)
+    /* Tables of several groups in a row (flex_bg) are one run: report
+     * one segment per group.
+     */
+    while (s < e) {
+      seg.offset = s;
+      seg.first_ino = r->aux + (uint32_t) ((s - rs) / L->inode_size);
       seg.group = (seg.first_ino - 1) / L->inodes_per_group;
-    break;
-  case FSEV_ROLE_DATA: {
-    seg.position = (uint64_t) r->aux * L->block_size + (s - rs);
-    uint64_t size = inode_size (L, r->owner);
-    if (seg.position >= size)
-      seg.flags |= FSEV_SEG_BEYOND_EOF;
-    else if (seg.position + seg.length > size) {
-      /* Split: the part inside the file, then the part past its end. */
-      struct fsev_segment tail = seg;
-      seg.length = size - seg.position;
+      uint64_t group_end = rs + ((uint64_t) (seg.group + 1) * L->inodes_per_group
+                                 + 1 - r->aux) * L->inode_size;
+      uint64_t piece_end = group_end < e && group_end > s ? group_end : e;
+      seg.length = piece_end - s;
+      seg.last_ino = r->aux + (uint32_t) ((piece_end - 1 - rs) / L->inode_size);
       int ret = fn (&seg, opaque);
       if (ret)
         return ret;
-      tail.offset += seg.length;
-      tail.length -= seg.length;
-      tail.position = size;
-      tail.flags |= FSEV_SEG_BEYOND_EOF;
-      return fn (&tail, opaque);
+      s = piece_end;
+    }
+    return 0;
+  case FSEV_ROLE_DATA: {
+    seg.position = (uint64_t) r->aux * L->block_size + (s - rs);
+    if (r->flags & RUN_BEYOND_EOF)
+      seg.flags |= FSEV_SEG_BEYOND_EOF;
+    else if (r->flags & RUN_EOF_PARTIAL) {
+      /* The file ends inside the run's last block. */
+      uint64_t eof = (r->pblk + r->len - 1) * L->block_size + r->eof_bytes;
+      if (s >= eof)
+        seg.flags |= FSEV_SEG_BEYOND_EOF;
+      else if (e > eof) {
+        /* Split: the part inside the file, then the part past its end. */
+        struct fsev_segment tail = seg;
+        seg.length = eof - s;
+        int ret = fn (&seg, opaque);
+        if (ret)
+          return ret;
+        tail.offset = eof;
+        tail.length = e - eof;
+        tail.position = seg.position + seg.length;
+        tail.flags |= FSEV_SEG_BEYOND_EOF;
+        return fn (&tail, opaque);
+      }
     }
     break;
   }
@@ -131,9 +189,9 @@ emit_plain (enum fsev_role role, uint64_t s, uint64_t e,
   return fn (&seg, opaque);
 }
 
-int
-fsev_layout_lookup (const struct fsev_layout *L, uint64_t offset,
-                    uint64_t length, fsev_segment_fn fn, void *opaque)
+static int
+lookup (const struct fsev_layout *L, uint64_t offset, uint64_t length,
+        fsev_segment_fn fn, void *opaque)
 {
   const uint64_t bs = L->block_size;
   uint64_t end = length > UINT64_MAX - offset ? UINT64_MAX : offset + length;
@@ -271,4 +329,15 @@ bool
 fsev_layout_external_journal (const struct fsev_layout *L)
 {
   return L->external_journal;
+}
+
+int
+fsev_layout_lookup (const struct fsev_layout *L, uint64_t offset,
+                    uint64_t length, fsev_segment_fn fn, void *opaque)
+{
+  struct emitter em = { .fn = fn, .opaque = opaque };
+  int ret = lookup (L, offset, length, emit, &em);
+  if (ret)
+    return ret;
+  return flush (&em);
 }

@@ -1,11 +1,13 @@
 /* fs/names.c: inode -> path(s). */
 #include <config.h>
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "names.h"
+#include "sort.h"
 
 /* A path never has more components than this; deeper means a cycle. */
 #define MAX_DEPTH 4096
@@ -46,22 +48,16 @@ names_add (struct fsev_names *names, uint32_t parent, uint32_t child,
   return 0;
 }
 
-static int
-cmp_link (const void *a, const void *b)
-{
-  const struct fsev_link *x = a, *y = b;
-  if (x->child != y->child)
-    return x->child < y->child ? -1 : 1;
-  if (x->parent != y->parent)
-    return x->parent < y->parent ? -1 : 1;
-  return x->name_off < y->name_off ? -1 : x->name_off > y->name_off;
-}
-
-void
+int
 names_finish (struct fsev_names *names)
 {
-  if (names->nlinks)
-    qsort (names->links, names->nlinks, sizeof *names->links, cmp_link);
+  /* By child; links of one inode keep the order the directories were
+   * read in (stable sort), so "the first path" is deterministic.
+   */
+  if (fsev_radix_sort (names->links, names->nlinks, sizeof *names->links,
+                       offsetof (struct fsev_link, child),
+                       sizeof names->links->child) == -1)
+    return -1;
   /* Give back what the growth left over. */
   if (names->nlinks && names->nlinks < names->links_cap) {
     void *p = realloc (names->links, names->nlinks * sizeof *names->links);
@@ -70,6 +66,7 @@ names_finish (struct fsev_names *names)
       names->links_cap = names->nlinks;
     }
   }
+  return 0;
 }
 
 void

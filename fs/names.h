@@ -28,8 +28,10 @@ struct fsev_names {
 /* Returns 0, or -1 on out of memory. */
 extern int names_add (struct fsev_names *names, uint32_t parent,
                       uint32_t child, const char *name, size_t len);
-/* Sort for lookups; call once after the last names_add. */
-extern void names_finish (struct fsev_names *names);
+/* Sort for lookups; call once after the last names_add.  Returns 0, or
+ * -1 on out of memory.
+ */
+extern int names_finish (struct fsev_names *names);
 extern void names_free (struct fsev_names *names);
 
 /* How many names INO has. */
