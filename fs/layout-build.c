@@ -123,11 +123,17 @@ add_run_eof (struct builder *b, uint64_t pblk, uint64_t len, uint8_t role,
     uint32_t piece = len > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t) len;
     if (L->nruns > 0) {
       struct run *p = &L->runs[L->nruns - 1];
-      if (p->role == role && p->owner == owner && p->flags == flags &&
-          !(flags & RUN_EOF_PARTIAL) &&
+      /* The block a file ends in may end a run: RUN_EOF_PARTIAL
+       * speaks of the run's last block.
+       */
+      if (p->role == role && p->owner == owner &&
+          p->flags == (flags & ~RUN_EOF_PARTIAL) &&
+          !((flags & RUN_EOF_PARTIAL) && piece != 1) &&
           p->pblk + p->len == pblk && (uint64_t) p->aux + p->len == aux &&
           (uint64_t) p->len + piece <= UINT32_MAX / 2) {
         p->len += piece;
+        p->flags = flags;
+        p->eof_bytes = eof_bytes;
         goto next;
       }
     }
@@ -253,8 +259,12 @@ read_journal_superblock (struct builder *b)
     else {
       uint64_t maxlen = ext2fs_be32_to_cpu (j.s_maxlen);
       uint64_t fc = 0;
+      /* mke2fs reserves the fast-commit area for the fast_commit
+       * feature; the journal's own flag is set only at first mount.
+       */
       if (type == JBD2_SUPERBLOCK_V2 &&
-          (ext2fs_be32_to_cpu (j.s_feature_incompat) & JBD2_INCOMPAT_FAST_COMMIT)) {
+          ((ext2fs_be32_to_cpu (j.s_feature_incompat) & JBD2_INCOMPAT_FAST_COMMIT) ||
+           ext2fs_has_feature_fast_commit (sb))) {
         fc = ext2fs_be32_to_cpu (j.s_num_fc_blks);
         if (fc == 0)
           fc = JBD2_DEFAULT_FC_BLOCKS;
@@ -691,12 +701,14 @@ merge_runs (struct builder *b)
         ? (uint64_t) p->len * L->inodes_per_block : p->len;
       bool owner_ok = p->owner == r->owner ||
         p->role == FSEV_ROLE_INODE_TABLE;   /* flex_bg: tables in a row */
-      if (p->role == r->role && owner_ok && p->flags == r->flags &&
-          !(p->flags & RUN_EOF_PARTIAL) &&
+      if (p->role == r->role && owner_ok &&
+          p->flags == (r->flags & ~RUN_EOF_PARTIAL) &&
           p->pblk + p->len == r->pblk && (uint64_t) p->aux + aux_step == r->aux &&
           (uint64_t) p->len + r->len <= UINT32_MAX / 2 &&
           p->role != FSEV_ROLE_SUPERBLOCK && p->role != FSEV_ROLE_FREE) {
         p->len += r->len;
+        p->flags = r->flags;
+        p->eof_bytes = r->eof_bytes;
         continue;
       }
     }
@@ -794,7 +806,9 @@ fsev_layout_build (const struct fsev_source *src,
   }
   b.L = L;
 
-  e = fsev_source_open_fs (src, EXT2_FLAG_IGNORE_CSUM_ERRORS, &b.fs);
+  /* JOURNAL_DEV_OK: so that a journal device gets its own message. */
+  e = fsev_source_open_fs (src, EXT2_FLAG_IGNORE_CSUM_ERRORS |
+                           EXT2_FLAG_JOURNAL_DEV_OK, &b.fs);
   if (e) {
     snprintf (err, errlen, "cannot open the filesystem: %s",
               fsev_strerror (e));
@@ -828,6 +842,21 @@ fsev_layout_build (const struct fsev_source *src,
    * a generous multiple of what the filesystem can hold.
    */
   b.max_steps = 4 * (L->fs_blocks + sb->s_inodes_count) + 1024;
+
+  /* Size the big arrays once from what the superblock promises (about
+   * a run and a name per inode in use), bounded by what the filesystem
+   * can hold, so that they rarely grow by copying.
+   */
+  uint64_t used = sb->s_inodes_count > sb->s_free_inodes_count
+    ? sb->s_inodes_count - sb->s_free_inodes_count : 0;
+  uint64_t guess = used + 8ULL * b.fs->group_desc_count + 1024;
+  if (guess > L->fs_blocks + 1024)
+    guess = L->fs_blocks + 1024;
+  if (grow ((void **) &L->runs, &b.runs_cap, guess, sizeof *L->runs) == -1 ||
+      names_reserve (&L->names, used + 1024) == -1) {
+    snprintf (err, errlen, "out of memory");
+    goto fail;
+  }
 
   e = ext2fs_read_bitmaps (b.fs);
   if (e)

@@ -86,9 +86,11 @@ extern struct fsev_layout *fsev_layout_build (const struct fsev_source *src,
 extern void fsev_layout_free (struct fsev_layout *layout);
 
 /* Call FN for each segment covering [OFFSET, OFFSET+LENGTH) in order of
- * offset (bytes claimed by several owners give one segment per owner,
- * flagged FSEV_SEG_DUP).  FN returns 0 to go on, non-zero to stop; that
- * value is returned.
+ * offset.  Bytes claimed by several owners (corrupt images) give one
+ * segment per owner, flagged FSEV_SEG_DUP; there all the segments of one
+ * owner's run come before the next owner's, so offsets may go back among
+ * DUP segments, never before the end of the last segment that is not.
+ * FN returns 0 to go on, non-zero to stop; that value is returned.
  */
 typedef int (*fsev_segment_fn) (const struct fsev_segment *seg, void *opaque);
 extern int fsev_layout_lookup (const struct fsev_layout *layout,

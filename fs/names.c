@@ -29,6 +29,17 @@ grow (void **p, size_t *cap, size_t need, size_t elem)
 }
 
 int
+names_reserve (struct fsev_names *names, size_t nlinks)
+{
+  /* A name is 16 bytes on average in real trees. */
+  if (grow ((void **) &names->links, &names->links_cap, nlinks,
+            sizeof *names->links) == -1 ||
+      grow ((void **) &names->pool, &names->pool_cap, nlinks * 16, 1) == -1)
+    return -1;
+  return 0;
+}
+
+int
 names_add (struct fsev_names *names, uint32_t parent, uint32_t child,
            const char *name, size_t len)
 {
@@ -64,6 +75,13 @@ names_finish (struct fsev_names *names)
     if (p) {
       names->links = p;
       names->links_cap = names->nlinks;
+    }
+  }
+  if (names->pool_len && names->pool_len < names->pool_cap) {
+    void *p = realloc (names->pool, names->pool_len);
+    if (p) {
+      names->pool = p;
+      names->pool_cap = names->pool_len;
     }
   }
   return 0;

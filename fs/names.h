@@ -25,6 +25,10 @@ struct fsev_names {
   size_t pool_len, pool_cap;
 };
 
+/* Make room for NLINKS links up front.  Returns 0, or -1 on out of
+ * memory.
+ */
+extern int names_reserve (struct fsev_names *names, size_t nlinks);
 /* Returns 0, or -1 on out of memory. */
 extern int names_add (struct fsev_names *names, uint32_t parent,
                       uint32_t child, const char *name, size_t len);
