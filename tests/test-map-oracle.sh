@@ -6,7 +6,7 @@
 # of every block from dumpe2fs (fixed metadata, free space) and debugfs
 # (stat, icheck, ncheck: block maps, owners, names) and compares it with
 # what fsevent-map prints.  The images cover ext2/3/4, block sizes 1k,
-# 4k and 64k, indirect maps up to TIND, extent trees of depth 2, htree
+# 4k and 64k, indirect maps up to TIND, extent trees of depth 2 and 3, htree
 # directories, inline data, bigalloc, meta_bg, mmp, quota and orphan
 # file inodes, a fast-commit journal, hard links, sparse files, blocks
 # past EOF, unwritten extents, a shared xattr block and an image file
@@ -129,9 +129,11 @@ if "many" in opts:
     for i in range(3000):
         put("many/file-%04d.txt" % i, b"small file %d\n" % i)
 if "frag" in opts:
-    bs = int(opts["frag"])
+    bs, _, count = opts["frag"].partition(":")
+    bs = int(bs)
+    count = int(count) if count else (4096 if bs < 4096 else 5120)
     with open(os.path.join(d, "frag"), "wb") as f:
-        for i in range(4096 if bs < 4096 else 5120):
+        for i in range(count):
             f.seek(2 * i * bs)
             f.write(b"%08d" % i * (bs // 8))
 if "tind" in opts:
@@ -213,15 +215,19 @@ fsck_clean "$img"
 oracle "$img"
 
 # --- ext4, 1k blocks, with quota and orphan file inodes and a
-# fast-commit journal; depth-2 extent tree; the image file is larger
+# fast-commit journal; an extent tree of depth 3; the image file is larger
 # than the filesystem (an 'outside' tail that is not a whole block). ---
 img="$tmp/ext4-1k.img"
-make_tree "$tmp/t5" frag=1024 tind=$((70 * 1024 * 1024))
+make_tree "$tmp/t5" frag=1024:30000 tind=$((70 * 1024 * 1024))
 mkfs_image "$img" 64M -t ext4 -b 1024 -O quota,orphan_file,fast_commit \
     -d "$tmp/t5"
 fsck_fix "$img"                 # mke2fs -d leaves the quota usage at 0
 fsck_clean "$img"
 truncate -s $((65 * 1024 * 1024 + 123)) "$img"
+# 30000 one-block extents do not fit a tree of depth 2 with 1k blocks.
+# debugfs prints "LEVEL/ DEPTH" first on each line.
+depth="$(debugfs -R 'ex /frag' "$img" 2>/dev/null | awk '$1 ~ /^[0-9]+\/$/ { print $2; exit }')"
+[ "$depth" = 3 ] || fail "ext4-1k: /frag has an extent tree of depth '$depth', not 3"
 oracle "$img"
 
 # --- ext4, 64k blocks (mke2fs warns: not mountable here). ---
