@@ -17,10 +17,14 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "builtins.h"
 #include "fsinfo.h"
+#include "handlers.h"
 #include "image.h"
 #include "layout.h"
+#include "log.h"
 #include "source.h"
+#include "writes.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -34,6 +38,10 @@ static struct fsev_layout *layout;      /* built at start-up */
 static void
 fsevent_unload (void)
 {
+  if (layout)
+    writes_log_stats ();
+  handlers_unload ();
+  log_close ();
   fsev_layout_free (layout);
   image_close (&image);
   free (filename);
@@ -52,6 +60,40 @@ fsevent_config (const char *key, const char *value)
       return -1;
     return 0;
   }
+  /* Handlers are called in the order they appear on the command line. */
+  if (strcmp (key, "handler") == 0)
+    return handlers_load (value);
+  if (strcmp (key, "log") == 0)
+    return log_open (value);
+  if (strcmp (key, "protect") == 0) {
+    static bool added;
+    if (!added && handlers_add_builtin (&protect_handler) == -1)
+      return -1;
+    added = true;
+    return protect_add (value);
+  }
+  if (strcmp (key, "script") == 0) {
+    if (script_set (value) == -1)
+      return -1;
+    return handlers_add_builtin (&script_handler);
+  }
+  if (strcmp (key, "script-timeout") == 0)
+    return script_set_timeout (value);
+  if (strcmp (key, "on-handler-error") == 0) {
+    if (strcmp (value, "deny") == 0)
+      handlers_set_on_error (ON_ERROR_DENY);
+    else if (strcmp (value, "allow") == 0)
+      handlers_set_on_error (ON_ERROR_ALLOW);
+    else {
+      nbdkit_error ("on-handler-error=%s: use deny or allow", value);
+      return -1;
+    }
+    return 0;
+  }
+  /* NAME.KEY=VALUE goes to the loaded handler called NAME. */
+  int r = handlers_config (key, value);
+  if (r != 0)
+    return r == 1 ? 0 : -1;
   nbdkit_error ("unknown parameter '%s' (see nbdkit-fsevent-plugin(1))", key);
   return -1;
 }
@@ -63,11 +105,17 @@ fsevent_config_complete (void)
     nbdkit_error ("you must give the image: nbdkit fsevent file=IMAGE");
     return -1;
   }
-  return 0;
+  return handlers_config_complete ();
 }
 
 #define fsevent_config_help \
-  "[file=]IMAGE         (required) The ext2/3/4 image or block device to serve."
+  "[file=]IMAGE         (required) The ext2/3/4 image or block device to serve.\n" \
+  "handler=PATH.so      Load a handler (repeatable); NAME.KEY=VALUE configures it.\n" \
+  "log=FILE|-           Log every event as JSON Lines.\n" \
+  "protect=GLOB         Deny every write to matching paths (repeatable).\n" \
+  "script=PATH          Run PATH for every event (nbdkit-sh-plugin style).\n" \
+  "script-timeout=SECS  How long a script may take (default 10).\n" \
+  "on-handler-error=deny|allow  What a failed handler means (default deny)."
 
 static void
 layout_warning (void *opaque, const char *msg)
@@ -124,6 +172,7 @@ fsevent_get_ready (void)
   }
   struct fsev_layout_stats st;
   fsev_layout_get_stats (layout, &st);
+  writes_init (&image, layout);
   nbdkit_debug ("%s: layout: built in %.3f s: %" PRIu64 " runs, %" PRIu64
                 " files (%" PRIu64 " directories), %" PRIu64 " names, "
                 "%.1f KiB of memory, %" PRIu64 " warnings",
@@ -138,27 +187,48 @@ fsevent_dump_plugin (void)
   printf ("fsevent_version=%s\n", PACKAGE_VERSION);
 }
 
-/* Per-connection handle.  It will carry the connection's contexts. */
+/* Per-connection handle: who the client is, and its handle contexts. */
 struct handle {
-  bool readonly;
+  struct conn conn;
+  char *export_name;
 };
 
 static void *
 fsevent_open (int readonly)
 {
+  static uint64_t next_id;
   struct handle *h = calloc (1, sizeof *h);
   if (h == NULL) {
     nbdkit_error ("calloc: %m");
     return NULL;
   }
-  h->readonly = readonly || !image.writable;
+  h->export_name = strdup (nbdkit_export_name () ? : "");
+  h->conn.info = (struct fsevent_handle_info) {
+    .connection_id = __atomic_add_fetch (&next_id, 1, __ATOMIC_RELAXED),
+    .export_name = h->export_name,
+    /* Only Unix sockets tell who the peer is; -1 otherwise. */
+    .pid = nbdkit_peer_pid (), .uid = nbdkit_peer_uid (),
+    .gid = nbdkit_peer_gid (),
+  };
+  if (handlers_active ())
+    h->conn.contexts = conn_contexts_new ();
+  if (h->export_name == NULL ||
+      (handlers_active () && h->conn.contexts == NULL)) {
+    nbdkit_error ("out of memory");
+    free (h->export_name);
+    free (h);
+    return NULL;
+  }
   return h;
 }
 
 static void
 fsevent_close (void *handle)
 {
-  free (handle);
+  struct handle *h = handle;
+  conn_contexts_free (h->conn.contexts);
+  free (h->export_name);
+  free (h);
 }
 
 static int64_t
@@ -243,7 +313,8 @@ static int
 fsevent_pwrite (void *handle, const void *buf, uint32_t count,
                 uint64_t offset, uint32_t flags)
 {
-  return image_pwrite (&image, buf, count, offset, flags & NBDKIT_FLAG_FUA);
+  struct handle *h = handle;
+  return writes_pwrite (&h->conn, buf, count, offset, flags & NBDKIT_FLAG_FUA);
 }
 
 static int
@@ -255,16 +326,18 @@ fsevent_flush (void *handle, uint32_t flags)
 static int
 fsevent_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  return image_trim (&image, count, offset, flags & NBDKIT_FLAG_FUA);
+  struct handle *h = handle;
+  return writes_trim (&h->conn, count, offset, flags & NBDKIT_FLAG_FUA);
 }
 
 static int
 fsevent_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  return image_zero (&image, count, offset,
-                     flags & NBDKIT_FLAG_MAY_TRIM,
-                     flags & NBDKIT_FLAG_FAST_ZERO,
-                     flags & NBDKIT_FLAG_FUA);
+  struct handle *h = handle;
+  return writes_zero (&h->conn, count, offset,
+                      flags & NBDKIT_FLAG_MAY_TRIM,
+                      flags & NBDKIT_FLAG_FAST_ZERO,
+                      flags & NBDKIT_FLAG_FUA);
 }
 
 static int

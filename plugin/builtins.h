@@ -1,0 +1,16 @@
+/* plugin/builtins.h: the handlers built into the plugin. */
+#ifndef FSEVENT_BUILTINS_H
+#define FSEVENT_BUILTINS_H
+
+#include "fsevent.h"
+
+/* protect=GLOB (repeatable): deny every write to a matching path. */
+extern int protect_add (const char *glob);
+extern const struct fsevent_handler protect_handler;
+
+/* script=PATH: a handler in any language (see script.c). */
+extern int script_set (const char *path);
+extern int script_set_timeout (const char *seconds);
+extern const struct fsevent_handler script_handler;
+
+#endif

@@ -1,0 +1,325 @@
+/* plugin/handlers.c: load handlers, pass them their parameters, call
+ * them in order, and keep their file and handle contexts.
+ *
+ * Contexts: one entry per inode (file contexts) and one per connection
+ * and inode (handle contexts), each with a slot per handler.  The
+ * callbacks about one inode run under that inode's entry lock, so a
+ * handler never sees two events about the same file at once; events
+ * about different files run in parallel.
+ */
+#include <config.h>
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "handlers.h"
+
+#define MAX_HANDLERS 64
+
+struct handler {
+  const struct fsevent_handler *h;
+  size_t size;                  /* the handler's struct_size */
+  void *dl;                     /* NULL for built-ins */
+  char *path;
+};
+
+static struct handler handlers[MAX_HANDLERS];
+static size_t nhandlers;
+static enum on_error on_error = ON_ERROR_DENY;
+
+/* Does handler H have the callback FIELD? (older handlers are shorter) */
+#define HAS(hd, field) \
+  ((hd)->size >= offsetof (struct fsevent_handler, field) + \
+   sizeof ((hd)->h->field) && (hd)->h->field != NULL)
+
+bool
+handlers_active (void)
+{
+  return nhandlers > 0;
+}
+
+void
+handlers_set_on_error (enum on_error e)
+{
+  on_error = e;
+}
+
+static int
+add (const struct fsevent_handler *h, void *dl, const char *path)
+{
+  if (nhandlers >= MAX_HANDLERS) {
+    nbdkit_error ("too many handlers (at most %d)", MAX_HANDLERS);
+    return -1;
+  }
+  if (h->name == NULL || h->name[0] == '\0' || strchr (h->name, '.') ||
+      strchr (h->name, '=')) {
+    nbdkit_error ("%s: a handler needs a name without '.' or '='", path);
+    return -1;
+  }
+  for (size_t i = 0; i < nhandlers; i++)
+    if (strcmp (handlers[i].h->name, h->name) == 0) {
+      nbdkit_error ("%s: a handler named '%s' is loaded already",
+                    path, h->name);
+      return -1;
+    }
+  handlers[nhandlers] = (struct handler) {
+    .h = h, .size = h->struct_size, .dl = dl, .path = strdup (path),
+  };
+  nhandlers++;
+  return 0;
+}
+
+int
+handlers_add_builtin (const struct fsevent_handler *h)
+{
+  return add (h, NULL, h->name);
+}
+
+int
+handlers_load (const char *path)
+{
+  void *dl = dlopen (path, RTLD_NOW | RTLD_LOCAL);
+  if (dl == NULL) {
+    nbdkit_error ("handler=%s: %s", path, dlerror ());
+    return -1;
+  }
+  const struct fsevent_handler *(*init) (void) =
+    (const struct fsevent_handler *(*) (void)) dlsym (dl, "fsevent_handler_init");
+  if (init == NULL) {
+    nbdkit_error ("handler=%s: not an fsevent handler "
+                  "(no fsevent_handler_init: use FSEVENT_REGISTER_HANDLER)", path);
+    dlclose (dl);
+    return -1;
+  }
+  const struct fsevent_handler *h = init ();
+  if (h == NULL || h->api_version < 1 || h->api_version > FSEVENT_API_VERSION ||
+      h->struct_size < offsetof (struct fsevent_handler, before_write)) {
+    nbdkit_error ("handler=%s: handler API version %d is not supported "
+                  "(this plugin has version %d)", path,
+                  h ? h->api_version : 0, FSEVENT_API_VERSION);
+    dlclose (dl);
+    return -1;
+  }
+  if (add (h, dl, path) == -1) {
+    dlclose (dl);
+    return -1;
+  }
+  nbdkit_debug ("handler=%s: loaded '%s' (API version %d)", path, h->name,
+                h->api_version);
+  return 0;
+}
+
+int
+handlers_config (const char *key, const char *value)
+{
+  const char *dot = strchr (key, '.');
+  if (dot == NULL)
+    return 0;
+  for (size_t i = 0; i < nhandlers; i++) {
+    struct handler *hd = &handlers[i];
+    size_t n = strlen (hd->h->name);
+    if ((size_t) (dot - key) != n || strncmp (key, hd->h->name, n) != 0)
+      continue;
+    if (!HAS (hd, config)) {
+      nbdkit_error ("handler '%s' takes no parameters (%s)", hd->h->name, key);
+      return -1;
+    }
+    return hd->h->config (dot + 1, value) == -1 ? -1 : 1;
+  }
+  return 0;
+}
+
+int
+handlers_config_complete (void)
+{
+  for (size_t i = 0; i < nhandlers; i++)
+    if (HAS (&handlers[i], config_complete) &&
+        handlers[i].h->config_complete () == -1)
+      return -1;
+  return 0;
+}
+
+/* --- Contexts. --- */
+
+struct ctx_entry {
+  struct ctx_entry *next;
+  uint32_t ino;
+  pthread_mutex_t lock;         /* serialises callbacks about this inode */
+  void *slot[];                 /* one per handler */
+};
+
+#define BUCKETS 4096
+
+struct ctx_table {
+  pthread_mutex_t lock;         /* protects the bucket lists */
+  struct ctx_entry *bucket[BUCKETS];
+};
+
+static struct ctx_table file_contexts = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+struct conn_contexts {
+  struct ctx_table t;
+};
+
+static struct ctx_entry *
+ctx_get (struct ctx_table *t, uint32_t ino)
+{
+  struct ctx_entry **b = &t->bucket[ino % BUCKETS], *e;
+
+  pthread_mutex_lock (&t->lock);
+  for (e = *b; e; e = e->next)
+    if (e->ino == ino)
+      break;
+  if (e == NULL) {
+    e = calloc (1, sizeof *e + nhandlers * sizeof e->slot[0]);
+    if (e) {
+      e->ino = ino;
+      pthread_mutex_init (&e->lock, NULL);
+      e->next = *b;
+      *b = e;
+    }
+  }
+  pthread_mutex_unlock (&t->lock);
+  return e;
+}
+
+static void
+ctx_free_all (struct ctx_table *t, bool file)
+{
+  for (size_t i = 0; i < BUCKETS; i++) {
+    struct ctx_entry *e = t->bucket[i];
+    while (e) {
+      struct ctx_entry *next = e->next;
+      for (size_t h = 0; h < nhandlers; h++) {
+        if (e->slot[h] == NULL)
+          continue;
+        if (file && HAS (&handlers[h], free_file_context))
+          handlers[h].h->free_file_context (e->slot[h], e->ino);
+        else if (!file && HAS (&handlers[h], free_handle_context))
+          handlers[h].h->free_handle_context (e->slot[h], e->ino);
+      }
+      pthread_mutex_destroy (&e->lock);
+      free (e);
+      e = next;
+    }
+    t->bucket[i] = NULL;
+  }
+}
+
+struct conn_contexts *
+conn_contexts_new (void)
+{
+  struct conn_contexts *cc = calloc (1, sizeof *cc);
+  if (cc)
+    pthread_mutex_init (&cc->t.lock, NULL);
+  return cc;
+}
+
+void
+conn_contexts_free (struct conn_contexts *cc)
+{
+  if (cc == NULL)
+    return;
+  ctx_free_all (&cc->t, false);
+  pthread_mutex_destroy (&cc->t.lock);
+  free (cc);
+}
+
+/* --- Calling the chain. --- */
+
+/* A handler failed (returned -1, or gave a result code that is no
+ * errno).  What that means is on-handler-error=.
+ */
+static void
+handler_failed (const struct handler *hd, struct fsevent_write *ev,
+                const char *what)
+{
+  nbdkit_error ("handler '%s' failed in %s for inode %u: %s",
+                hd->h->name, ev->phase == FSEVENT_BEFORE ? "before_write"
+                : "after_write", ev->ino, what);
+  if (ev->phase == FSEVENT_BEFORE && on_error == ON_ERROR_DENY)
+    ev->result_code = EIO;
+}
+
+static void
+call_chain (struct fsevent_write *ev, struct conn_contexts *cc, bool before)
+{
+  struct ctx_entry *fe = ctx_get (&file_contexts, ev->ino);
+  struct ctx_entry *he = cc ? ctx_get (&cc->t, ev->ino) : NULL;
+  if (fe == NULL) {
+    nbdkit_error ("out of memory for handler contexts");
+    if (before)
+      ev->result_code = ENOMEM;
+    return;
+  }
+
+  pthread_mutex_lock (&fe->lock);
+  for (size_t i = 0; i < nhandlers; i++) {
+    const struct handler *hd = &handlers[i];
+    int r;
+
+    ev->file_context = &fe->slot[i];
+    ev->handle_context = he ? &he->slot[i] : NULL;
+    if (before) {
+      if (!HAS (hd, before_write))
+        continue;
+      ev->result_code = 0;
+      r = hd->h->before_write (ev);
+      if (r == -1) {
+        ev->result_code = 0;
+        handler_failed (hd, ev, "it returned -1");
+      }
+      else if (r != 0 || ev->result_code < 0 || ev->result_code > 4095) {
+        ev->result_code = 0;
+        handler_failed (hd, ev, "malformed result");
+      }
+      if (ev->result_code != 0)
+        break;                  /* vetoed: later handlers are not asked */
+    }
+    else {
+      if (!HAS (hd, after_write))
+        continue;
+      if (hd->h->after_write (ev) != 0)
+        handler_failed (hd, ev, "it returned -1");
+    }
+  }
+  ev->file_context = ev->handle_context = NULL;
+  pthread_mutex_unlock (&fe->lock);
+}
+
+void
+handlers_before_write (struct fsevent_write *ev, struct conn_contexts *cc)
+{
+  ev->result_code = 0;
+  if (nhandlers)
+    call_chain (ev, cc, true);
+}
+
+void
+handlers_after_write (struct fsevent_write *ev, struct conn_contexts *cc)
+{
+  if (nhandlers)
+    call_chain (ev, cc, false);
+}
+
+void
+handlers_unload (void)
+{
+  ctx_free_all (&file_contexts, true);
+  for (size_t i = nhandlers; i-- > 0; ) {
+    struct handler *hd = &handlers[i];
+    if (HAS (hd, unload))
+      hd->h->unload ();
+    if (hd->dl)
+      dlclose (hd->dl);
+    free (hd->path);
+  }
+  nhandlers = 0;
+}

@@ -1,0 +1,44 @@
+/* plugin/handlers.h: the chain of handlers and their contexts.
+ *
+ * Handlers are loaded .so files (handler=) and the built-in ones
+ * (protect=, script=), called in command-line order.  The log (log=) is
+ * not in the chain: it records each event once all handlers have
+ * decided it.
+ */
+#ifndef FSEVENT_HANDLERS_H
+#define FSEVENT_HANDLERS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fsevent.h"
+
+enum on_error { ON_ERROR_DENY, ON_ERROR_ALLOW };
+
+/* Per-connection state the chain needs. */
+struct conn_contexts;
+
+extern int handlers_load (const char *path);
+extern int handlers_add_builtin (const struct fsevent_handler *h);
+/* 1 if KEY was NAME.KEY of a loaded handler (and was passed on), 0 if
+ * it is not a handler's, -1 on error.
+ */
+extern int handlers_config (const char *key, const char *value);
+extern int handlers_config_complete (void);
+extern void handlers_unload (void);
+extern bool handlers_active (void);
+extern void handlers_set_on_error (enum on_error e);
+extern const char *handlers_config_help (void);
+
+/* Run the before phase of EV through the chain, stopping at the first
+ * veto.  On return ev->result_code is 0 (allowed) or the errno.
+ */
+extern void handlers_before_write (struct fsevent_write *ev,
+                                   struct conn_contexts *cc);
+extern void handlers_after_write (struct fsevent_write *ev,
+                                  struct conn_contexts *cc);
+
+extern struct conn_contexts *conn_contexts_new (void);
+extern void conn_contexts_free (struct conn_contexts *cc);
+
+#endif

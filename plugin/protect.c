@@ -1,0 +1,105 @@
+/* plugin/protect.c: protect=GLOB, deny every change to matching paths.
+ *
+ * GLOB is matched with fnmatch(3) and FNM_PATHNAME against every path
+ * of the file (a hard link does not get around it); "DIR/" followed by
+ * "**" matches DIR and everything below it.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "builtins.h"
+
+struct glob {
+  char *pattern;                /* without the trailing subtree mark */
+  bool subtree;                 /* it had one */
+};
+
+static struct glob *globs;
+static size_t nglobs;
+
+int
+protect_add (const char *glob)
+{
+  if (glob[0] != '/' && glob[0] != '*') {
+    nbdkit_error ("protect=%s: paths in the filesystem start with '/'", glob);
+    return -1;
+  }
+  struct glob *ng = realloc (globs, (nglobs + 1) * sizeof *ng);
+  if (ng == NULL) {
+    nbdkit_error ("realloc: %m");
+    return -1;
+  }
+  globs = ng;
+  size_t len = strlen (glob);
+  bool subtree = len >= 3 && strcmp (glob + len - 3, "/**") == 0;
+  globs[nglobs].pattern = strndup (glob, subtree ? len - 3 : len);
+  globs[nglobs].subtree = subtree;
+  if (globs[nglobs].pattern == NULL) {
+    nbdkit_error ("strdup: %m");
+    return -1;
+  }
+  nglobs++;
+  return 0;
+}
+
+static bool
+matches (const struct glob *g, const char *path)
+{
+  if (fnmatch (g->pattern, path, FNM_PATHNAME) == 0)
+    return true;
+  if (!g->subtree)
+    return false;
+  /* A subtree: does some leading part of PATH, ending before a '/',
+   * match DIR?
+   */
+  char prefix[4096];
+  for (const char *p = strchr (path + 1, '/'); p; p = strchr (p + 1, '/')) {
+    size_t n = p - path;
+    if (n >= sizeof prefix)
+      break;
+    memcpy (prefix, path, n);
+    prefix[n] = '\0';
+    if (fnmatch (g->pattern, prefix, FNM_PATHNAME) == 0)
+      return true;
+  }
+  return g->pattern[0] == '\0';  /* the subtree of "/": everything */
+}
+
+static int
+protect_before_write (struct fsevent_write *ev)
+{
+  for (size_t i = 0; i < nglobs; i++)
+    for (size_t n = 0; ev->file_names && ev->file_names[n]; n++)
+      if (matches (&globs[i], ev->file_names[n])) {
+        ev->result_code = EPERM;
+        return 0;
+      }
+  return 0;
+}
+
+static void
+protect_unload (void)
+{
+  for (size_t i = 0; i < nglobs; i++)
+    free (globs[i].pattern);
+  free (globs);
+  globs = NULL;
+  nglobs = 0;
+}
+
+const struct fsevent_handler protect_handler = {
+  .api_version = FSEVENT_API_VERSION,
+  .struct_size = sizeof (struct fsevent_handler),
+  .name = "protect",
+  .description = "deny every change to files whose path matches protect=",
+  .before_write = protect_before_write,
+  .unload = protect_unload,
+};

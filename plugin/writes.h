@@ -1,0 +1,35 @@
+/* plugin/writes.h: the write path.  Every pwrite, zero and trim is split
+ * into segments with the layout model; overwrites of file data become
+ * write events that the handlers decide before anything reaches the
+ * image.
+ */
+#ifndef FSEVENT_WRITES_H
+#define FSEVENT_WRITES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fsevent.h"
+#include "image.h"
+#include "layout.h"
+
+struct conn_contexts;
+
+struct conn {
+  struct fsevent_handle_info info;
+  struct conn_contexts *contexts;
+};
+
+/* Bytes written per role since start-up (all connections). */
+extern uint64_t writes_role_bytes[FSEV_ROLE_COUNT];
+
+extern void writes_init (struct image *img, const struct fsev_layout *layout);
+extern int writes_pwrite (struct conn *c, const void *buf, uint32_t count,
+                          uint64_t offset, bool fua);
+extern int writes_zero (struct conn *c, uint32_t count, uint64_t offset,
+                        bool may_trim, bool fast, bool fua);
+extern int writes_trim (struct conn *c, uint32_t count, uint64_t offset,
+                        bool fua);
+extern void writes_log_stats (void);
+
+#endif
