@@ -28,6 +28,7 @@
 #include "fsinfo.h"
 #include "layout-internal.h"
 #include "sort.h"
+#include "util.h"
 
 /* jbd2's superblock, the fields we need (big-endian on disk). */
 #define JBD2_MAGIC             0xC03B3998U
@@ -84,22 +85,6 @@ warn (struct builder *b, const char *fmt, ...)
   b->opts->warn (b->opts->opaque, msg);
 }
 
-static int
-grow (void **p, size_t *cap, size_t need, size_t elem)
-{
-  if (need <= *cap)
-    return 0;
-  size_t ncap = *cap ? *cap * 2 : 256;
-  while (ncap < need)
-    ncap *= 2;
-  void *np = realloc (*p, ncap * elem);
-  if (np == NULL)
-    return -1;
-  *p = np;
-  *cap = ncap;
-  return 0;
-}
-
 /* Add a run after checking it lies inside the filesystem.  Consecutive
  * calls that continue the previous run (same owner and role, next block
  * on disk and in the file) extend it, which keeps indirect-mapped files
@@ -137,7 +122,7 @@ add_run_eof (struct builder *b, uint64_t pblk, uint64_t len, uint8_t role,
         goto next;
       }
     }
-    if (grow ((void **) &L->runs, &b->runs_cap, L->nruns + 1,
+    if (fsev_grow ((void **) &L->runs, &b->runs_cap, L->nruns + 1,
               sizeof *L->runs) == -1) {
       b->oom = true;
       return;
@@ -467,7 +452,7 @@ add_xattr_owner (struct builder *b, uint64_t pblk, uint32_t ino)
           ino, pblk);
     return;
   }
-  if (grow ((void **) &L->xattrs, &b->xattrs_cap, L->nxattrs + 1,
+  if (fsev_grow ((void **) &L->xattrs, &b->xattrs_cap, L->nxattrs + 1,
             sizeof *L->xattrs) == -1) {
     b->oom = true;
     return;
@@ -498,7 +483,7 @@ map_inode (struct builder *b, ext2_ino_t ino, struct ext2_inode *inode)
     return;                     /* allocated in the bitmap but empty */
 
   if (is_dir) {
-    if (grow ((void **) &b->dirs, &b->dirs_cap, b->ndirs + 1,
+    if (fsev_grow ((void **) &b->dirs, &b->dirs_cap, b->ndirs + 1,
               sizeof *b->dirs) == -1) {
       b->oom = true;
       return;
@@ -852,7 +837,7 @@ fsev_layout_build (const struct fsev_source *src,
   uint64_t guess = used + 8ULL * b.fs->group_desc_count + 1024;
   if (guess > L->fs_blocks + 1024)
     guess = L->fs_blocks + 1024;
-  if (grow ((void **) &L->runs, &b.runs_cap, guess, sizeof *L->runs) == -1 ||
+  if (fsev_grow ((void **) &L->runs, &b.runs_cap, guess, sizeof *L->runs) == -1 ||
       names_reserve (&L->names, used + 1024) == -1) {
     snprintf (err, errlen, "out of memory");
     goto fail;

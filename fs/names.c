@@ -8,33 +8,18 @@
 
 #include "names.h"
 #include "sort.h"
+#include "util.h"
 
 /* A path never has more components than this; deeper means a cycle. */
 #define MAX_DEPTH 4096
-
-static int
-grow (void **p, size_t *cap, size_t need, size_t elem)
-{
-  if (need <= *cap)
-    return 0;
-  size_t ncap = *cap ? *cap * 2 : 1024;
-  while (ncap < need)
-    ncap *= 2;
-  void *np = realloc (*p, ncap * elem);
-  if (np == NULL)
-    return -1;
-  *p = np;
-  *cap = ncap;
-  return 0;
-}
 
 int
 names_reserve (struct fsev_names *names, size_t nlinks)
 {
   /* A name is 16 bytes on average in real trees. */
-  if (grow ((void **) &names->links, &names->links_cap, nlinks,
+  if (fsev_grow ((void **) &names->links, &names->links_cap, nlinks,
             sizeof *names->links) == -1 ||
-      grow ((void **) &names->pool, &names->pool_cap, nlinks * 16, 1) == -1)
+      fsev_grow ((void **) &names->pool, &names->pool_cap, nlinks * 16, 1) == -1)
     return -1;
   return 0;
 }
@@ -45,9 +30,9 @@ names_add (struct fsev_names *names, uint32_t parent, uint32_t child,
 {
   if (names->pool_len + len > UINT32_MAX)
     return -1;
-  if (grow ((void **) &names->links, &names->links_cap,
+  if (fsev_grow ((void **) &names->links, &names->links_cap,
             names->nlinks + 1, sizeof *names->links) == -1 ||
-      grow ((void **) &names->pool, &names->pool_cap,
+      fsev_grow ((void **) &names->pool, &names->pool_cap,
             names->pool_len + len, 1) == -1)
     return -1;
   names->links[names->nlinks++] = (struct fsev_link) {

@@ -18,6 +18,7 @@
 #include <ext2fs/ext2fs.h>
 
 #include "source.h"
+#include "util.h"
 
 #define NAME_PREFIX "fsevent-source:"
 
@@ -25,24 +26,7 @@ static int
 fd_read (void *opaque, void *buf, size_t count, uint64_t offset)
 {
   const struct fsev_fd_source *s = opaque;
-  char *p = buf;
-
-  while (count > 0) {
-    ssize_t r = pread (s->fd, p, count, s->offset + offset);
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    if (r == 0) {               /* the file shrank under us */
-      errno = EIO;
-      return -1;
-    }
-    p += r;
-    count -= r;
-    offset += r;
-  }
-  return 0;
+  return fsev_pread_full (s->fd, buf, count, s->offset + offset);
 }
 
 void

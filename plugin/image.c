@@ -21,6 +21,7 @@
 #include <nbdkit-plugin.h>
 
 #include "image.h"
+#include "util.h"
 
 int
 image_open (struct image *img, const char *path)
@@ -90,24 +91,9 @@ image_close (struct image *img)
 int
 image_pread (struct image *img, void *buf, uint32_t count, uint64_t offset)
 {
-  char *p = buf;
-
-  while (count > 0) {
-    ssize_t r = pread (img->fd, p, count, offset);
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      nbdkit_error ("pread: %m");
-      return -1;
-    }
-    if (r == 0) {
-      nbdkit_error ("pread: unexpected end of file");
-      errno = EIO;
-      return -1;
-    }
-    p += r;
-    count -= r;
-    offset += r;
+  if (fsev_pread_full (img->fd, buf, count, offset) == -1) {
+    nbdkit_error ("pread: %m");
+    return -1;
   }
   return 0;
 }

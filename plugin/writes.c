@@ -24,6 +24,7 @@
 
 #include "handlers.h"
 #include "log.h"
+#include "util.h"
 #include "writes.h"
 
 uint64_t writes_role_bytes[FSEV_ROLE_COUNT];
@@ -77,15 +78,10 @@ collect_segment (const struct fsev_segment *seg, void *opaque)
       return 0;
     }
   }
-  if (c->n == c->cap) {
-    size_t ncap = c->cap ? c->cap * 2 : 8;
-    struct event *ne = realloc (c->events, ncap * sizeof *ne);
-    if (ne == NULL) {
-      c->oom = true;
-      return -1;
-    }
-    c->events = ne;
-    c->cap = ncap;
+  if (fsev_grow ((void **) &c->events, &c->cap, c->n + 1,
+                 sizeof *c->events) == -1) {
+    c->oom = true;
+    return -1;
   }
   struct event *e = &c->events[c->n++];
   memset (e, 0, sizeof *e);
