@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -62,25 +63,46 @@ log_enabled (void)
   return fd >= 0;
 }
 
-/* A growing line buffer; on overflow the line is cut, never overrun. */
+/* A line that grows as needed: a file with many long names still gets
+ * one whole, valid JSON line.  Out of memory is remembered and the
+ * line is replaced by a short one that says so.
+ */
 struct line {
-  char buf[16384];
-  size_t len;
+  char small[1024];
+  char *buf;
+  size_t len, cap;
+  bool oom;
 };
 
 static void __attribute__ ((format (printf, 2, 3)))
 add (struct line *l, const char *fmt, ...)
 {
   va_list ap;
-  if (l->len >= sizeof l->buf)
+  if (l->oom)
     return;
-  va_start (ap, fmt);
-  int n = vsnprintf (l->buf + l->len, sizeof l->buf - l->len, fmt, ap);
-  va_end (ap);
-  if (n > 0)
-    l->len += n;
-  if (l->len > sizeof l->buf)
-    l->len = sizeof l->buf;
+  for (;;) {
+    va_start (ap, fmt);
+    int n = vsnprintf (l->buf + l->len, l->cap - l->len, fmt, ap);
+    va_end (ap);
+    if (n < 0) {
+      l->oom = true;
+      return;
+    }
+    if ((size_t) n < l->cap - l->len) {
+      l->len += n;
+      return;
+    }
+    size_t ncap = (l->cap + n + 1) * 2;
+    char *nb = l->buf == l->small ? malloc (ncap) : realloc (l->buf, ncap);
+    if (nb == NULL) {
+      l->oom = true;
+      return;
+    }
+    if (l->buf == l->small)
+      memcpy (nb, l->small, l->len);
+    l->buf = nb;
+    l->cap = ncap;
+  }
 }
 
 static void
@@ -104,7 +126,7 @@ static const char *const operations[] = { "write", "zero", "trim" };
 void
 log_event (const char *name, const struct fsevent_write *ev)
 {
-  struct line l = { .len = 0 };
+  struct line l;
   struct timespec ts;
   struct tm tm;
   char when[64];
@@ -112,6 +134,11 @@ log_event (const char *name, const struct fsevent_write *ev)
   if (fd < 0)
     return;
   int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
+
+  l.buf = l.small;
+  l.len = 0;
+  l.cap = sizeof l.small;
+  l.oom = false;
 
   pthread_mutex_lock (&lock);
   clock_gettime (CLOCK_REALTIME, &ts);
@@ -142,12 +169,18 @@ log_event (const char *name, const struct fsevent_write *ev)
   add (&l, ",\"result\":%d", result);
   if (result)
     add (&l, ",\"error\":\"%s\"", errno_name (result));
-  if (l.len >= sizeof l.buf - 2)
-    l.len = sizeof l.buf - 3;   /* cut: still one line, still closed */
   add (&l, "}\n");
 
   const char *p = l.buf;
   size_t left = l.len;
+  char oom_line[160];
+  if (l.oom) {
+    snprintf (oom_line, sizeof oom_line, "{\"seq\":%" PRIu64 ",\"event\":\"%s\","
+              "\"ino\":%" PRIu32 ",\"error\":\"ENOMEM\",\"lost\":true}\n",
+              seq, name, ev->ino);
+    p = oom_line;
+    left = strlen (oom_line);
+  }
   while (left > 0) {
     ssize_t w = write (fd, p, left);
     if (w == -1) {
@@ -160,4 +193,6 @@ log_event (const char *name, const struct fsevent_write *ev)
     left -= w;
   }
   pthread_mutex_unlock (&lock);
+  if (l.buf != l.small)
+    free (l.buf);
 }
