@@ -320,6 +320,9 @@ fsevent_pwrite (void *handle, const void *buf, uint32_t count,
 static int
 fsevent_flush (void *handle, uint32_t flags)
 {
+  /* The events of acknowledged writes are as durable as the writes. */
+  if (log_sync () == -1)
+    return -1;
   return image_flush (&image);
 }
 

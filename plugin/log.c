@@ -1,17 +1,23 @@
 /* plugin/log.c: log=FILE.
  *
- * One JSON object per line, per event and phase, written with a single
- * write(2) under a lock as the event happens, so lines from parallel
- * requests never interleave and seq follows the order of the lines.
+ * One JSON object per line, per event and phase.  A request's lines are
+ * formatted while its events are decided (with the time of the
+ * decision) and queued, numbered, under a short lock as the request
+ * ends; seq therefore follows the order of the lines in the file, and
+ * lines never interleave.  A writer thread of its own writes the queue
+ * out as it fills, many lines a write(2): at 150,000 requests a second a
+ * write(2) per line, or a request thread waiting for one, halved the
+ * throughput.  An NBD flush waits until every line queued before it is
+ * written, and syncs the log with the data.
  */
 #include <config.h>
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdbool.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +32,18 @@
 
 static int fd = -1;
 static bool own_fd;
-static uint64_t seq;
+
+/* The queue of lines not yet written, and the group commit state. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t written = PTHREAD_COND_INITIALIZER;
+static char *queue, *spare;
+static size_t queue_len, queue_cap, spare_cap;
+static uint64_t seq;            /* last seq given */
+static uint64_t queued_upto;    /* bytes ever queued */
+static uint64_t written_upto;   /* bytes ever written (or given up on) */
+static pthread_cond_t queued = PTHREAD_COND_INITIALIZER;
+static pthread_t writer;
+static bool writer_running, writer_idle, stopping;
 
 int
 log_open (const char *path)
@@ -49,12 +65,78 @@ log_open (const char *path)
   return 0;
 }
 
+static void
+write_all (const char *p, size_t left);
+
+/* The writer thread: write out whatever is queued, until told to stop
+ * with nothing left.
+ */
+static void *
+writer_main (void *arg)
+{
+  pthread_mutex_lock (&lock);
+  for (;;) {
+    while (queue_len == 0 && !stopping) {
+      writer_idle = true;
+      pthread_cond_wait (&queued, &lock);
+      writer_idle = false;
+    }
+    if (queue_len == 0 && stopping)
+      break;
+    char *out = queue;
+    size_t out_len = queue_len, out_cap = queue_cap;
+    uint64_t upto = queued_upto;
+    queue = spare;
+    queue_cap = spare_cap;
+    queue_len = 0;
+    pthread_mutex_unlock (&lock);
+
+    write_all (out, out_len);
+
+    pthread_mutex_lock (&lock);
+    spare = out;
+    spare_cap = out_cap;
+    written_upto = upto;
+    pthread_cond_broadcast (&written);
+  }
+  pthread_mutex_unlock (&lock);
+  return NULL;
+}
+
+/* Started on first use, after nbdkit has forked into the background. */
+static bool
+start_writer (void)
+{
+  if (writer_running)
+    return true;
+  int e = pthread_create (&writer, NULL, writer_main, NULL);
+  if (e) {
+    errno = e;
+    nbdkit_error ("log: cannot start the writer thread: %m");
+    return false;
+  }
+  writer_running = true;
+  return true;
+}
+
 void
 log_close (void)
 {
+  if (writer_running) {
+    pthread_mutex_lock (&lock);
+    stopping = true;
+    pthread_cond_signal (&queued);
+    pthread_mutex_unlock (&lock);
+    pthread_join (writer, NULL);        /* it writes what is left first */
+    writer_running = false;
+  }
   if (own_fd)
     close (fd);
   fd = -1;
+  free (queue);
+  free (spare);
+  queue = spare = NULL;
+  queue_cap = spare_cap = queue_len = 0;
 }
 
 bool
@@ -63,101 +145,136 @@ log_enabled (void)
   return fd >= 0;
 }
 
-/* A line that grows as needed: a file with many long names still gets
- * one whole, valid JSON line.  Out of memory is remembered and the
- * line is replaced by a short one that says so.
- */
-struct line {
-  char small[1024];
-  char *buf;
-  size_t len, cap;
-  bool oom;
-};
+int
+log_sync (void)
+{
+  if (fd < 0)
+    return 0;
+  pthread_mutex_lock (&lock);
+  const uint64_t target = queued_upto;
+  while (writer_running && written_upto < target)
+    pthread_cond_wait (&written, &lock);
+  pthread_mutex_unlock (&lock);
+  if (!own_fd)
+    return 0;
+  if (fdatasync (fd) == -1 && errno != EINVAL) {
+    nbdkit_error ("log: fdatasync: %m");
+    return -1;
+  }
+  return 0;
+}
+
+void
+log_batch_init (struct log_batch *b)
+{
+  b->buf = b->small;
+  b->len = 0;
+  b->cap = sizeof b->small;
+  b->lines = 0;
+  b->oom = false;
+}
 
 static void __attribute__ ((format (printf, 2, 3)))
-add (struct line *l, const char *fmt, ...)
+add (struct log_batch *b, const char *fmt, ...)
 {
   va_list ap;
-  if (l->oom)
+  if (b->oom)
     return;
   for (;;) {
     va_start (ap, fmt);
-    int n = vsnprintf (l->buf + l->len, l->cap - l->len, fmt, ap);
+    int n = vsnprintf (b->buf + b->len, b->cap - b->len, fmt, ap);
     va_end (ap);
     if (n < 0) {
-      l->oom = true;
+      b->oom = true;
       return;
     }
-    if ((size_t) n < l->cap - l->len) {
-      l->len += n;
+    if ((size_t) n < b->cap - b->len) {
+      b->len += n;
       return;
     }
-    size_t ncap = (l->cap + n + 1) * 2;
-    char *nb = l->buf == l->small ? malloc (ncap) : realloc (l->buf, ncap);
+    /* Grow: a file with many long names still gets one whole line. */
+    size_t ncap = (b->cap + n + 1) * 2;
+    char *nb = b->buf == b->small ? malloc (ncap) : realloc (b->buf, ncap);
     if (nb == NULL) {
-      l->oom = true;
+      b->oom = true;
       return;
     }
-    if (l->buf == l->small)
-      memcpy (nb, l->small, l->len);
-    l->buf = nb;
-    l->cap = ncap;
+    if (b->buf == b->small)
+      memcpy (nb, b->small, b->len);
+    b->buf = nb;
+    b->cap = ncap;
   }
 }
 
 static void
-add_string (struct line *l, const char *s)
+add_string (struct log_batch *b, const char *s)
 {
-  add (l, "\"");
-  for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
+  const unsigned char *p = (const unsigned char *) s;
+  add (b, "\"");
+  while (*p) {
+    /* Copy the plain run in one go; escape the rest. */
+    size_t n = 0;
+    while (p[n] >= 0x20 && p[n] < 0x7f && p[n] != '"' && p[n] != '\\')
+      n++;
+    if (n) {
+      add (b, "%.*s", (int) n, (const char *) p);
+      p += n;
+      continue;
+    }
     if (*p == '"' || *p == '\\')
-      add (l, "\\%c", *p);
-    else if (*p < 0x20 || *p >= 0x7f)
-      add (l, "\\u%04x", *p);   /* names are bytes, not always UTF-8 */
+      add (b, "\\%c", *p);
     else
-      add (l, "%c", *p);
+      add (b, "\\u%04x", *p);   /* names are bytes, not always UTF-8 */
+    p++;
   }
-  add (l, "\"");
+  add (b, "\"");
+}
+
+/* "2026-11-21T05:39:12", remade only when the second changes. */
+static const char *
+second_string (time_t t)
+{
+  static __thread time_t cached = -1;
+  static __thread char buf[32];
+  if (t != cached) {
+    struct tm tm;
+    gmtime_r (&t, &tm);
+    strftime (buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached = t;
+  }
+  return buf;
 }
 
 static const char *const directions[] = { "inplace", "commit", "journal" };
 static const char *const operations[] = { "write", "zero", "trim" };
 
+/* Lines are stored without their seq: "\"time\":...}\n"; log_commit
+ * puts "{\"seq\":N," in front of each as it queues them.
+ */
 void
-log_event (const char *name, const struct fsevent_write *ev)
+log_event (struct log_batch *b, const char *name,
+           const struct fsevent_write *ev)
 {
-  struct line l;
   struct timespec ts;
-  struct tm tm;
-  char when[64];
 
   if (fd < 0)
     return;
   int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
-
-  l.buf = l.small;
-  l.len = 0;
-  l.cap = sizeof l.small;
-  l.oom = false;
-
-  pthread_mutex_lock (&lock);
   clock_gettime (CLOCK_REALTIME, &ts);
-  gmtime_r (&ts.tv_sec, &tm);
-  strftime (when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-  add (&l, "{\"seq\":%" PRIu64 ",\"time\":\"%s.%06ldZ\",\"event\":\"%s\","
-       "\"phase\":\"%s\",\"file\":", ++seq, when, ts.tv_nsec / 1000, name,
+  add (b, "\"time\":\"%s.%06ldZ\",\"event\":\"%s\",\"phase\":\"%s\",\"file\":",
+       second_string (ts.tv_sec), ts.tv_nsec / 1000, name,
        ev->phase == FSEVENT_BEFORE ? "before" : "after");
-  add_string (&l, ev->file_name);
+  add_string (b, ev->file_name);
   if (ev->file_names && ev->file_names[0] && ev->file_names[1]) {
-    add (&l, ",\"paths\":[");
+    add (b, ",\"paths\":[");
     for (size_t i = 0; ev->file_names[i]; i++) {
       if (i)
-        add (&l, ",");
-      add_string (&l, ev->file_names[i]);
+        add (b, ",");
+      add_string (b, ev->file_names[i]);
     }
-    add (&l, "]");
+    add (b, "]");
   }
-  add (&l, ",\"ino\":%" PRIu32 ",\"position\":%" PRIu64 ",\"length\":%" PRIu64
+  add (b, ",\"ino\":%" PRIu32 ",\"position\":%" PRIu64 ",\"length\":%" PRIu64
        ",\"direction\":\"%s\",\"op\":\"%s\",\"partition\":%u,"
        "\"connection\":%" PRIu64,
        ev->ino, ev->position, ev->bytes_to_write,
@@ -165,34 +282,91 @@ log_event (const char *name, const struct fsevent_write *ev)
        (unsigned) ev->operation < 3 ? operations[ev->operation] : "?",
        ev->partition, ev->handle_info ? ev->handle_info->connection_id : 0);
   if (ev->phase == FSEVENT_AFTER)
-    add (&l, ",\"bytes_written\":%" PRIu64, ev->bytes_written);
-  add (&l, ",\"result\":%d", result);
+    add (b, ",\"bytes_written\":%" PRIu64, ev->bytes_written);
+  add (b, ",\"result\":%d", result);
   if (result)
-    add (&l, ",\"error\":\"%s\"", errno_name (result));
-  add (&l, "}\n");
+    add (b, ",\"error\":\"%s\"", errno_name (result));
+  add (b, "}\n");
+  b->lines++;
+}
 
-  const char *p = l.buf;
-  size_t left = l.len;
-  char oom_line[160];
-  if (l.oom) {
-    snprintf (oom_line, sizeof oom_line, "{\"seq\":%" PRIu64 ",\"event\":\"%s\","
-              "\"ino\":%" PRIu32 ",\"error\":\"ENOMEM\",\"lost\":true}\n",
-              seq, name, ev->ino);
-    p = oom_line;
-    left = strlen (oom_line);
+/* Queue LEN bytes; called with the lock held.  false if out of memory. */
+static bool
+enqueue (const char *p, size_t len)
+{
+  if (queue_len + len > queue_cap) {
+    size_t ncap = queue_cap ? queue_cap : 65536;
+    while (ncap < queue_len + len)
+      ncap *= 2;
+    char *nq = realloc (queue, ncap);
+    if (nq == NULL)
+      return false;
+    queue = nq;
+    queue_cap = ncap;
   }
+  memcpy (queue + queue_len, p, len);
+  queue_len += len;
+  queued_upto += len;
+  return true;
+}
+
+static void
+write_all (const char *p, size_t left)
+{
   while (left > 0) {
     ssize_t w = write (fd, p, left);
     if (w == -1) {
       if (errno == EINTR)
         continue;
-      nbdkit_debug ("log: write: %m");
-      break;
+      nbdkit_error ("log: write: %m: events lost");
+      return;
     }
     p += w;
     left -= w;
   }
+}
+
+void
+log_commit (struct log_batch *b)
+{
+  if (fd < 0 || b->lines == 0)
+    goto out;
+
+  pthread_mutex_lock (&lock);
+  if (b->oom) {
+    char line[128];
+    int n = snprintf (line, sizeof line, "{\"seq\":%" PRIu64 ",\"error\":"
+                      "\"ENOMEM\",\"lost_events\":%zu}\n", ++seq, b->lines);
+    enqueue (line, n);
+  }
+  else {
+    const char *p = b->buf, *end = b->buf + b->len;
+    while (p < end) {
+      const char *nl = memchr (p, '\n', end - p);
+      size_t n = nl ? (size_t) (nl - p) + 1 : (size_t) (end - p);
+      char prefix[40];
+      int pn = snprintf (prefix, sizeof prefix, "{\"seq\":%" PRIu64 ",", ++seq);
+      if (!enqueue (prefix, pn) || !enqueue (p, n)) {
+        nbdkit_error ("log: out of memory: events lost");
+        break;
+      }
+      p += n;
+    }
+  }
+  if (start_writer ()) {
+    if (writer_idle)
+      pthread_cond_signal (&queued);
+  }
+  else {
+    /* No writer thread: write it ourselves, as it happens. */
+    write_all (queue, queue_len);
+    written_upto = queued_upto;
+    queue_len = 0;
+  }
   pthread_mutex_unlock (&lock);
-  if (l.buf != l.small)
-    free (l.buf);
+
+ out:
+  if (b->buf != b->small)
+    free (b->buf);
+  log_batch_init (b);
 }

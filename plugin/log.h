@@ -3,16 +3,36 @@
 #define FSEVENT_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "fsevent.h"
 
 extern int log_open (const char *path);     /* "-" is stderr */
 extern void log_close (void);
 extern bool log_enabled (void);
-/* Record EV (event name NAME) as it stands now: in the before phase
- * with the result all handlers decided, in the after phase with the
- * status.
+/* fdatasync the log (on NBD flush: acknowledged events are durable). */
+extern int log_sync (void);
+
+/* The lines of one request, formatted as its events are decided and
+ * written together (log_commit) before the request is answered.
  */
-extern void log_event (const char *name, const struct fsevent_write *ev);
+struct log_batch {
+  char small[2048];
+  char *buf;
+  size_t len, cap;
+  size_t lines;
+  bool oom;
+};
+
+extern void log_batch_init (struct log_batch *b);
+/* Record EV (event name NAME) as it stands now: in the before phase with
+ * the result all handlers decided, in the after phase with the status.
+ */
+extern void log_event (struct log_batch *b, const char *name,
+                       const struct fsevent_write *ev);
+/* Number the batch's lines and write them; returns once they are in the
+ * file.  Frees what the batch allocated.
+ */
+extern void log_commit (struct log_batch *b);
 
 #endif

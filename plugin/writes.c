@@ -181,6 +181,8 @@ handle_request (struct conn *conn, const struct io *io)
   }
 
   /* Before: every handler decides every event; the first veto wins. */
+  struct log_batch lb;
+  log_batch_init (&lb);
   size_t decided = 0;
   int veto = 0;
   for (size_t i = 0; i < c.n && veto == 0; i++) {
@@ -192,7 +194,7 @@ handle_request (struct conn *conn, const struct io *io)
     }
     handlers_before_write (&e->ev, conn->contexts);
     veto = e->ev.result_code;
-    log_event ("write", &e->ev);
+    log_event (&lb, "write", &e->ev);
     decided++;
   }
 
@@ -218,8 +220,9 @@ handle_request (struct conn *conn, const struct io *io)
     ev->bytes_written = r == 0 ? ev->bytes_to_write : 0;
     ev->result_code = 0;
     handlers_after_write (ev, conn->contexts);
-    log_event ("write", ev);
+    log_event (&lb, "write", ev);
   }
+  log_commit (&lb);             /* in the file before the client hears */
   free_events (&c);
   if (r == -1)
     errno = err;

@@ -203,12 +203,21 @@ def check_line(e):
     if "paths" in e:
         assert len(e["paths"]) >= 2 and e["file"] == e["paths"][0], e
 
+def sync_log():
+    f = nbd.NBD()
+    f.connect_unix(SOCK)
+    f.flush()
+    f.shutdown()
+
 class Log:
     """Reads the log as it grows; every line is checked, seq must go
     1, 2, 3, ... in the order of the lines."""
     def __init__(self, path=LOG):
         self.path, self.pos, self.seq = path, 0, 0
     def new(self):
+        # The log is written by a thread of its own; an NBD flush returns
+        # once every event before it is in the file.
+        sync_log()
         with open(self.path, "rb") as f:
             f.seek(self.pos)
             data = f.read()

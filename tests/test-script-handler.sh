@@ -115,9 +115,13 @@ assert len(B.blocks) == 1
 def dev(f, lblk, within=0):
     return f.blocks[lblk] * BS + within
 
+LAST = None                     # the latest connection, for Log.new
+
 def connect():
+    global LAST
     h = nbd.NBD()
     h.connect_unix(SOCK)
+    LAST = h
     return h
 
 def fails(err, fn, *args):
@@ -154,6 +158,10 @@ class Log:
     def __init__(self):
         self.pos = 0
     def new(self):
+        # The log is written by a thread of its own; an NBD flush returns
+        # once every event before it is in the file.
+        if LAST is not None:
+            LAST.flush()
         with open(LOG, "rb") as f:
             f.seek(self.pos)
             data = f.read()
