@@ -32,6 +32,7 @@ struct handler {
 
 static struct handler handlers[MAX_HANDLERS];
 static size_t nhandlers;
+static size_t nloaded;          /* of them, loaded .so files: they get contexts */
 static enum on_error on_error = ON_ERROR_DENY;
 
 /* Does handler H have the callback FIELD? (older handlers are shorter) */
@@ -111,6 +112,7 @@ handlers_load (const char *path)
     dlclose (dl);
     return -1;
   }
+  nloaded++;
   nbdkit_debug ("handler=%s: loaded '%s' (API version %d)", path, h->name,
                 h->api_version);
   return 0;
@@ -156,13 +158,28 @@ struct ctx_entry {
 };
 
 #define BUCKETS 4096
+#define LOCKS 64                /* bucket locks: parallel requests rarely meet */
 
 struct ctx_table {
-  pthread_mutex_t lock;         /* protects the bucket lists */
+  pthread_mutex_t lock[LOCKS];  /* lock[i] protects buckets b with b % LOCKS == i */
   struct ctx_entry *bucket[BUCKETS];
 };
 
-static struct ctx_table file_contexts = { .lock = PTHREAD_MUTEX_INITIALIZER };
+static struct ctx_table file_contexts;
+static pthread_once_t file_contexts_once = PTHREAD_ONCE_INIT;
+
+static void
+table_init (struct ctx_table *t)
+{
+  for (size_t i = 0; i < LOCKS; i++)
+    pthread_mutex_init (&t->lock[i], NULL);
+}
+
+static void
+file_contexts_init (void)
+{
+  table_init (&file_contexts);
+}
 
 struct conn_contexts {
   struct ctx_table t;
@@ -172,8 +189,9 @@ static struct ctx_entry *
 ctx_get (struct ctx_table *t, uint32_t ino)
 {
   struct ctx_entry **b = &t->bucket[ino % BUCKETS], *e;
+  pthread_mutex_t *lock = &t->lock[ino % BUCKETS % LOCKS];
 
-  pthread_mutex_lock (&t->lock);
+  pthread_mutex_lock (lock);
   for (e = *b; e; e = e->next)
     if (e->ino == ino)
       break;
@@ -186,7 +204,7 @@ ctx_get (struct ctx_table *t, uint32_t ino)
       *b = e;
     }
   }
-  pthread_mutex_unlock (&t->lock);
+  pthread_mutex_unlock (lock);
   return e;
 }
 
@@ -218,7 +236,7 @@ conn_contexts_new (void)
 {
   struct conn_contexts *cc = calloc (1, sizeof *cc);
   if (cc)
-    pthread_mutex_init (&cc->t.lock, NULL);
+    table_init (&cc->t);
   return cc;
 }
 
@@ -228,7 +246,8 @@ conn_contexts_free (struct conn_contexts *cc)
   if (cc == NULL)
     return;
   ctx_free_all (&cc->t, false);
-  pthread_mutex_destroy (&cc->t.lock);
+  for (size_t i = 0; i < LOCKS; i++)
+    pthread_mutex_destroy (&cc->t.lock[i]);
   free (cc);
 }
 
@@ -251,21 +270,28 @@ handler_failed (const struct handler *hd, struct fsevent_write *ev,
 static void
 call_chain (struct fsevent_write *ev, struct conn_contexts *cc, bool before)
 {
-  struct ctx_entry *fe = ctx_get (&file_contexts, ev->ino);
-  struct ctx_entry *he = cc ? ctx_get (&cc->t, ev->ino) : NULL;
-  if (fe == NULL) {
-    nbdkit_error ("out of memory for handler contexts");
-    if (before)
-      ev->result_code = ENOMEM;
-    return;
-  }
+  struct ctx_entry *fe = NULL, *he = NULL;
 
-  pthread_mutex_lock (&fe->lock);
+  /* Only loaded handlers have contexts (and need the per-inode
+   * serialisation); the built-in ones keep no state per file.
+   */
+  if (nloaded) {
+    pthread_once (&file_contexts_once, file_contexts_init);
+    fe = ctx_get (&file_contexts, ev->ino);
+    he = cc ? ctx_get (&cc->t, ev->ino) : NULL;
+    if (fe == NULL) {
+      nbdkit_error ("out of memory for handler contexts");
+      if (before)
+        ev->result_code = ENOMEM;
+      return;
+    }
+    pthread_mutex_lock (&fe->lock);
+  }
   for (size_t i = 0; i < nhandlers; i++) {
     const struct handler *hd = &handlers[i];
     int r;
 
-    ev->file_context = &fe->slot[i];
+    ev->file_context = fe ? &fe->slot[i] : NULL;
     ev->handle_context = he ? &he->slot[i] : NULL;
     if (before) {
       if (!HAS (hd, before_write))
@@ -291,7 +317,8 @@ call_chain (struct fsevent_write *ev, struct conn_contexts *cc, bool before)
     }
   }
   ev->file_context = ev->handle_context = NULL;
-  pthread_mutex_unlock (&fe->lock);
+  if (fe)
+    pthread_mutex_unlock (&fe->lock);
 }
 
 void
@@ -312,7 +339,8 @@ handlers_after_write (struct fsevent_write *ev, struct conn_contexts *cc)
 void
 handlers_unload (void)
 {
-  ctx_free_all (&file_contexts, true);
+  if (nloaded)
+    ctx_free_all (&file_contexts, true);
   for (size_t i = nhandlers; i-- > 0; ) {
     struct handler *hd = &handlers[i];
     if (HAS (hd, unload))

@@ -42,7 +42,8 @@ writes_init (struct image *img, const struct fsev_layout *l)
 /* One event and the storage of its names. */
 struct event {
   struct fsevent_write ev;
-  char **names;                 /* NULL-terminated, owned */
+  char **names;                 /* NULL-terminated array and the strings,
+                                   one allocation */
 };
 
 struct collect {
@@ -100,24 +101,48 @@ collect_segment (const struct fsev_segment *seg, void *opaque)
   return 0;
 }
 
-/* Every path of the event's inode, for handlers and the log. */
+/* Every path of the event's inode, for handlers and the log, in one
+ * allocation: the NULL-terminated array, then the strings.
+ */
 static int
 name_event (struct event *e)
 {
   char path[4096];
   int n = fsev_layout_path (layout, e->ev.ino, 0, path, sizeof path);
-  if (n < 0)
-    n = 1;                      /* a path too long for the buffer */
-  e->names = calloc (n + 1, sizeof *e->names);
-  if (e->names == NULL)
-    return -1;
-  for (int i = 0; i < n; i++) {
-    if (fsev_layout_path (layout, e->ev.ino, i, path, sizeof path) < 0)
-      snprintf (path, sizeof path, "<path too long>");
-    e->names[i] = strdup (path);
-    if (e->names[i] == NULL)
-      return -1;
+  if (n < 0) {
+    n = 1;
+    snprintf (path, sizeof path, "<path too long>");
   }
+
+  /* The strings, one after another, then the array pointing at them. */
+  char *strings = NULL;
+  size_t len = 0, cap = 0;
+  for (int i = 0; i < n; i++) {
+    if (i > 0 &&
+        fsev_layout_path (layout, e->ev.ino, i, path, sizeof path) < 0)
+      snprintf (path, sizeof path, "<path too long>");
+    size_t l = strlen (path) + 1;
+    if (fsev_grow ((void **) &strings, &cap, len + l, 1) == -1) {
+      free (strings);
+      return -1;
+    }
+    memcpy (strings + len, path, l);
+    len += l;
+  }
+  e->names = malloc ((n + 1) * sizeof (char *) + len);
+  if (e->names == NULL) {
+    free (strings);
+    return -1;
+  }
+  char *p = (char *) (e->names + n + 1);
+  if (len)
+    memcpy (p, strings, len);
+  free (strings);
+  for (int i = 0; i < n; i++) {
+    e->names[i] = p;
+    p += strlen (p) + 1;
+  }
+  e->names[n] = NULL;
   e->ev.file_name = n > 0 ? e->names[0] : "";
   e->ev.file_names = (const char *const *) e->names;
   return 0;
@@ -126,12 +151,8 @@ name_event (struct event *e)
 static void
 free_events (struct collect *c)
 {
-  for (size_t i = 0; i < c->n; i++) {
-    if (c->events[i].names)
-      for (char **p = c->events[i].names; *p; p++)
-        free (*p);
+  for (size_t i = 0; i < c->n; i++)
     free (c->events[i].names);
-  }
   free (c->events);
 }
 
