@@ -26,12 +26,7 @@ marker_so="$top_builddir/examples/.libs/marker.so"
 fsmap="$top_builddir/tools/fsevent-map"
 [ -x "$fsmap" ] || fail "fsevent-map not built: $fsmap"
 
-# The python3 first on $PATH may not have the libnbd bindings.
-py=
-for p in /usr/bin/python3 python3; do
-    if "$p" -c 'import nbd' >/dev/null 2>&1; then py="$p"; break; fi
-done
-[ -n "$py" ] || requires /usr/bin/python3 -c 'import nbd'
+requires_python_nbd
 
 tmp="$(tmpdir)"
 export TMP="$tmp"

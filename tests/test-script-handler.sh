@@ -16,11 +16,7 @@ requires sha256sum --version
 requires pgrep -V
 [ -f "$plugin" ] || fail "plugin not built: $plugin"
 
-py=
-for p in /usr/bin/python3 python3; do
-    if "$p" -c 'import nbd' >/dev/null 2>&1; then py="$p"; break; fi
-done
-[ -n "$py" ] || requires /usr/bin/python3 -c 'import nbd'
+requires_python_nbd
 
 tmp="$(tmpdir)"
 export TMP="$tmp"
