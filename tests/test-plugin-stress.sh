@@ -3,9 +3,12 @@
 # protect, a C handler, a script): parallel writers on several
 # connections, zero and trim, vetoes.  nbdkit must stay up, answer every
 # request, write every event to the log, and report nothing on stderr.
-# In the sanitizer build (scripts/sanitize) the plugin is built with
-# ASan+UBSan: nbdkit then runs with the sanitizer runtime preloaded, and
-# any report fails the test.
+# Run from a sanitizer build directory (_build-asan/tests), the plugin
+# is built with ASan+UBSan: nbdkit then runs with the sanitizer runtime
+# preloaded, and any report fails the test.  scripts/sanitize does not
+# run it: with the runtime preloaded, nbdkit hangs at exit in
+# libp11-kit's destructor (waiting on glibc's locale lock), after the
+# test has checked everything.
 source ./functions.sh
 set -x
 
