@@ -33,7 +33,7 @@ export TMP="$tmp"
 export IMG="$tmp/disk.img"
 export SOCK="$tmp/sock"
 export LOG="$tmp/events.jsonl"
-export PYTHONPATH="$tmp"
+export PYTHONPATH="$tmp:$top_srcdir/tests"
 T0="$(date +%s)"
 export T0
 pid="$tmp/pid"
@@ -74,36 +74,14 @@ LOG = os.environ["LOG"]
 BS = 4096
 T0 = int(os.environ["T0"])
 
+from debugfs_oracle import File, debugfs as _debugfs, file_info as _file_info
+
 def debugfs(cmd):
-    r = subprocess.run(["debugfs", "-R", cmd, IMG], stdout=subprocess.PIPE,
-                       stderr=subprocess.DEVNULL, text=True)
-    assert r.returncode == 0, (cmd, r.returncode)
-    return r.stdout
+    return _debugfs(IMG, cmd)
 
 # --- The oracle: debugfs, never the plugin. ---
-class File:
-    pass
-
 def file_info(path):
-    f = File()
-    st = debugfs("stat " + path)
-    f.ino = int(re.search(r"Inode: (\d+)", st).group(1))
-    f.size = int(re.search(r"Size: (\d+)", st).group(1))
-    f.blocks = [int(b) for b in debugfs("blocks " + path).split()]
-    assert len(f.blocks) == (f.size + BS - 1) // BS, (path, f.size, f.blocks)
-    # bmap, block by block, must agree (small files only: it is slow).
-    if len(f.blocks) <= 8:
-        bm = [int(debugfs("bmap %s %d" % (path, i)).strip())
-              for i in range(len(f.blocks))]
-        assert bm == f.blocks, (path, bm, f.blocks)
-    names = []
-    for line in debugfs("ncheck %d" % f.ino).splitlines()[1:]:
-        i, name = line.split("\t", 1)
-        assert int(i) == f.ino, line
-        names.append("/" + name.lstrip("/"))  # debugfs prints "//a"
-    f.names = sorted(names)
-    assert path in f.names, (path, f.names)
-    return f
+    return _file_info(IMG, path, BS)
 
 NAMES = ["/a", "/b", "/dir/c", "/big"]
 F = {n: file_info(n) for n in NAMES}

@@ -24,7 +24,7 @@ export IMG="$tmp/disk.img"
 export SOCK="$tmp/sock"
 export LOG="$tmp/events.jsonl"
 export REC="$tmp/record"
-export PYTHONPATH="$tmp"
+export PYTHONPATH="$tmp:$top_srcdir/tests"
 pid="$tmp/pid"
 
 # /a: 3 blocks + 100 bytes, also called /dir/a-link; /b: one block.
@@ -85,24 +85,13 @@ import nbd
 IMG, SOCK, LOG, REC = (os.environ[k] for k in ("IMG", "SOCK", "LOG", "REC"))
 BS = 4096
 
-def debugfs(cmd):
-    r = subprocess.run(["debugfs", "-R", cmd, IMG], stdout=subprocess.PIPE,
-                       stderr=subprocess.DEVNULL, text=True)
-    assert r.returncode == 0, cmd
-    return r.stdout
+from debugfs_oracle import debugfs as _debugfs, file_info as _file_info
 
-class File:
-    pass
+def debugfs(cmd):
+    return _debugfs(IMG, cmd)
 
 def file_info(path):
-    f = File()
-    st = debugfs("stat " + path)
-    f.ino = int(re.search(r"Inode: (\d+)", st).group(1))
-    f.blocks = [int(debugfs("bmap %s %d" % (path, i)).strip())
-                for i in range(len(debugfs("blocks " + path).split()))]
-    f.names = sorted("/" + l.split("\t", 1)[1].lstrip("/")
-                     for l in debugfs("ncheck %d" % f.ino).splitlines()[1:])
-    return f
+    return _file_info(IMG, path, BS)
 
 A, B = file_info("/a"), file_info("/b")
 assert A.names == ["/a", "/dir/a-link"] and len(A.blocks) == 4
