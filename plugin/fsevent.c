@@ -210,10 +210,10 @@ fsevent_open (int readonly)
     .pid = nbdkit_peer_pid (), .uid = nbdkit_peer_uid (),
     .gid = nbdkit_peer_gid (),
   };
-  if (handlers_active ())
+  if (handlers_need_contexts ())
     h->conn.contexts = conn_contexts_new ();
   if (h->export_name == NULL ||
-      (handlers_active () && h->conn.contexts == NULL)) {
+      (handlers_need_contexts () && h->conn.contexts == NULL)) {
     nbdkit_error ("out of memory");
     free (h->export_name);
     free (h);

@@ -46,6 +46,12 @@ handlers_active (void)
   return nhandlers > 0;
 }
 
+bool
+handlers_need_contexts (void)
+{
+  return nloaded > 0;
+}
+
 void
 handlers_set_on_error (enum on_error e)
 {

@@ -27,6 +27,8 @@ extern int handlers_config (const char *key, const char *value);
 extern int handlers_config_complete (void);
 extern void handlers_unload (void);
 extern bool handlers_active (void);
+/* Loaded .so handlers keep contexts; built-in ones do not. */
+extern bool handlers_need_contexts (void);
 extern void handlers_set_on_error (enum on_error e);
 extern const char *handlers_config_help (void);
 
