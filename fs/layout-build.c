@@ -51,7 +51,7 @@ struct builder {
   ext2_filsys fs;
   struct fsev_layout *L;
   const struct fsev_build_options *opts;
-  size_t runs_cap, xattrs_cap;
+  size_t runs_cap, xattrs_cap, inodes_cap, jextents_cap;
   uint32_t *dirs;               /* directory inodes, for the names pass */
   size_t ndirs, dirs_cap;
   bool oom;
@@ -270,6 +270,16 @@ read_journal_superblock (struct builder *b)
 static void
 add_journal_run (struct builder *b, uint64_t pblk, uint64_t lblk, uint64_t len)
 {
+  struct fsev_layout *L = b->L;
+  if (pblk < L->fs_blocks && len <= L->fs_blocks - pblk) {
+    if (fsev_grow ((void **) &L->jextents, &b->jextents_cap,
+                   L->njextents + 1, sizeof *L->jextents) == -1) {
+      b->oom = true;
+      return;
+    }
+    L->jextents[L->njextents++] = (struct journal_extent) {
+      .pblk = pblk, .lblk = (uint32_t) lblk, .len = (uint32_t) len };
+  }
   while (len > 0) {
     uint64_t n = len;
     uint8_t part;
@@ -471,6 +481,57 @@ add_special_name (struct builder *b, uint32_t ino, const char *name)
   L->nspecial++;
 }
 
+/* Seconds and nanoseconds of an inode time with its _extra word. */
+static void
+inode_time (uint32_t base, uint32_t extra, bool has_extra,
+            int64_t *sec, uint32_t *ns)
+{
+  *sec = (int32_t) base;
+  *ns = 0;
+  if (has_extra) {
+    *sec += (int64_t) (extra & 3) << 32;
+    *ns = (extra >> 2) % 1000000000;
+  }
+}
+
+static void
+record_inode (struct builder *b, ext2_ino_t ino,
+              const struct ext2_inode_large *in)
+{
+  struct fsev_layout *L = b->L;
+  if (fsev_grow ((void **) &L->inodes, &b->inodes_cap, L->ninodes + 1,
+                 sizeof *L->inodes) == -1) {
+    b->oom = true;
+    return;
+  }
+  struct fsev_inode *r = &L->inodes[L->ninodes++];
+  size_t extra = L->inode_size > EXT2_GOOD_OLD_INODE_SIZE
+    ? in->i_extra_isize : 0;
+  /* Which _extra fields lie inside i_extra_isize. */
+#define HAS(f) (extra >= offsetof (struct ext2_inode_large, f) + \
+                sizeof in->f - EXT2_GOOD_OLD_INODE_SIZE)
+  *r = (struct fsev_inode) {
+    .ino = ino,
+    .generation = in->i_generation,
+    .mode = in->i_mode,
+    .links = in->i_links_count,
+    .uid = inode_uid (*in),
+    .gid = inode_gid (*in),
+    .flags = in->i_flags,
+    .size = EXT2_I_SIZE (in),
+  };
+  inode_time (in->i_atime, in->i_atime_extra, HAS (i_atime_extra),
+              &r->atime, &r->atime_ns);
+  inode_time (in->i_mtime, in->i_mtime_extra, HAS (i_mtime_extra),
+              &r->mtime, &r->mtime_ns);
+  inode_time (in->i_ctime, in->i_ctime_extra, HAS (i_ctime_extra),
+              &r->ctime, &r->ctime_ns);
+  if (HAS (i_crtime))
+    inode_time (in->i_crtime, in->i_crtime_extra, HAS (i_crtime_extra),
+                &r->crtime, &r->crtime_ns);
+#undef HAS
+}
+
 static void
 map_inode (struct builder *b, ext2_ino_t ino, struct ext2_inode *inode)
 {
@@ -481,6 +542,7 @@ map_inode (struct builder *b, ext2_ino_t ino, struct ext2_inode *inode)
 
   if (ino != EXT2_BAD_INO && inode->i_mode == 0 && inode->i_links_count == 0)
     return;                     /* allocated in the bitmap but empty */
+  record_inode (b, ino, (const struct ext2_inode_large *) inode);
 
   if (is_dir) {
     if (fsev_grow ((void **) &b->dirs, &b->dirs_cap, b->ndirs + 1,
@@ -766,6 +828,13 @@ finish_runs (struct builder *b)
   }
 }
 
+static int
+cmp_jextent (const void *a, const void *b)
+{
+  const struct journal_extent *x = a, *y = b;
+  return x->lblk < y->lblk ? -1 : x->lblk > y->lblk;
+}
+
 static double
 now (void)
 {
@@ -822,6 +891,7 @@ fsev_layout_build (const struct fsev_source *src,
   L->inodes_per_block = L->block_size / L->inode_size;
   L->inodes_per_group = sb->s_inodes_per_group;
   L->root_ino = EXT2_ROOT_INO;
+  L->first_ino = EXT2_FIRST_INO (sb);
   L->fs_type = fsev_fsinfo_type (sb);
   /* Every loop over block maps and directories together is bounded by
    * a generous multiple of what the filesystem can hold.
@@ -864,6 +934,10 @@ fsev_layout_build (const struct fsev_source *src,
     goto fail;
   }
 
+  L->journal_ino = b.journal_ino;
+  if (L->njextents > 1)
+    qsort (L->jextents, L->njextents, sizeof *L->jextents, cmp_jextent);
+
   add_special_name (&b, EXT2_BAD_INO, "<bad blocks>");
   add_special_name (&b, EXT2_BOOT_LOADER_INO, "<boot loader>");
   add_special_name (&b, EXT2_UNDEL_DIR_INO, "<undelete>");
@@ -880,7 +954,8 @@ fsev_layout_build (const struct fsev_source *src,
   L->stats.names_bytes = L->names.pool_len;
   L->stats.memory = L->nruns * (sizeof *L->runs + sizeof *L->maxend) +
     L->nxattrs * sizeof *L->xattrs +
-    L->names.nlinks * sizeof *L->names.links + L->names.pool_cap;
+    L->names.nlinks * sizeof *L->names.links + L->names.pool_cap +
+    L->ninodes * sizeof *L->inodes;
   L->stats.build_seconds = now () - t0;
 
   free (b.dirs);
@@ -902,6 +977,8 @@ fsev_layout_free (struct fsev_layout *L)
   free (L->runs);
   free (L->maxend);
   free (L->xattrs);
+  free (L->inodes);
+  free (L->jextents);
   names_free (&L->names);
   free (L);
 }

@@ -41,6 +41,13 @@ struct xattr_owner {
   uint32_t reserved;
 };
 
+/* A piece of the journal inode: logical blocks [lblk, lblk+len) at pblk. */
+struct journal_extent {
+  uint64_t pblk;
+  uint32_t lblk;
+  uint32_t len;
+};
+
 struct fsev_layout {
   unsigned block_size;
   uint64_t fs_blocks;           /* blocks_count */
@@ -49,6 +56,7 @@ struct fsev_layout {
   uint32_t inodes_per_block;
   uint32_t inodes_per_group;
   uint32_t root_ino;
+  uint32_t first_ino;           /* first inode not reserved */
   const char *fs_type;
   bool external_journal;
 
@@ -60,6 +68,13 @@ struct fsev_layout {
   size_t nxattrs;
 
   struct fsev_names names;
+
+  struct fsev_inode *inodes;    /* in use, sorted by number */
+  size_t ninodes;
+
+  uint32_t journal_ino;
+  struct journal_extent *jextents;  /* sorted by lblk */
+  size_t njextents;
 
   /* Pseudo-paths of special inodes, e.g. "<journal>". */
   struct { uint32_t ino; const char *name; } special[12];

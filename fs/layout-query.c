@@ -341,3 +341,64 @@ fsev_layout_lookup (const struct fsev_layout *L, uint64_t offset,
     return ret;
   return flush (&em);
 }
+
+const struct fsev_inode *
+fsev_layout_inode (const struct fsev_layout *L, uint32_t ino)
+{
+  size_t lo = 0, hi = L->ninodes;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (L->inodes[mid].ino < ino)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < L->ninodes && L->inodes[lo].ino == ino ? &L->inodes[lo] : NULL;
+}
+
+const struct fsev_inode *
+fsev_layout_inodes (const struct fsev_layout *L, size_t *n)
+{
+  *n = L->ninodes;
+  return L->inodes;
+}
+
+unsigned
+fsev_layout_names (const struct fsev_layout *L, uint32_t ino,
+                   struct fsev_name *out, unsigned max)
+{
+  unsigned count = names_count (&L->names, ino);
+  for (unsigned i = 0; i < count && i < max; i++) {
+    const struct fsev_link *l = names_link (&L->names, ino, i);
+    out[i] = (struct fsev_name) {
+      .parent = l->parent, .name = L->names.pool + l->name_off,
+      .len = l->name_len,
+    };
+  }
+  return count;
+}
+
+uint32_t
+fsev_layout_journal_ino (const struct fsev_layout *L)
+{
+  return L->journal_ino;
+}
+
+uint64_t
+fsev_layout_journal_pblk (const struct fsev_layout *L, uint32_t jblk)
+{
+  size_t lo = 0, hi = L->njextents;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (L->jextents[mid].lblk <= jblk)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  if (lo == 0)
+    return 0;
+  const struct journal_extent *x = &L->jextents[lo - 1];
+  if (jblk - x->lblk >= x->len)
+    return 0;
+  return x->pblk + (jblk - x->lblk);
+}

@@ -113,6 +113,43 @@ extern unsigned fsev_layout_xattr_owners (const struct fsev_layout *layout,
                                           uint64_t offset, uint32_t *inos,
                                           unsigned max);
 
+/* An inode in use, as the model saw it: what namespace and attribute
+ * changes are diffed on.
+ */
+struct fsev_inode {
+  uint32_t ino;
+  uint32_t generation;
+  uint16_t mode;                /* type and permission bits */
+  uint16_t links;
+  uint32_t uid, gid;
+  uint32_t flags;               /* i_flags */
+  uint64_t size;
+  int64_t atime, mtime, ctime, crtime;  /* seconds; crtime 0 if none */
+  uint32_t atime_ns, mtime_ns, ctime_ns, crtime_ns;
+};
+
+/* The inode INO if it is in use, else NULL. */
+extern const struct fsev_inode *fsev_layout_inode (const struct fsev_layout *layout,
+                                                   uint32_t ino);
+/* Every inode in use, in order of number. */
+extern const struct fsev_inode *fsev_layout_inodes (const struct fsev_layout *layout,
+                                                    size_t *n);
+/* The names of INO as (parent, name) links; returns how many. */
+struct fsev_name {
+  uint32_t parent;
+  const char *name;             /* not NUL-terminated */
+  size_t len;
+};
+extern unsigned fsev_layout_names (const struct fsev_layout *layout, uint32_t ino,
+                                   struct fsev_name *names, unsigned max);
+
+/* The journal inode (0 for none), and the device block of its logical
+ * block JBLK (0 when it is not mapped).
+ */
+extern uint32_t fsev_layout_journal_ino (const struct fsev_layout *layout);
+extern uint64_t fsev_layout_journal_pblk (const struct fsev_layout *layout,
+                                          uint32_t jblk);
+
 extern const char *fsev_role_name (enum fsev_role role);
 extern void fsev_layout_get_stats (const struct fsev_layout *layout,
                                    struct fsev_layout_stats *stats);

@@ -99,6 +99,14 @@ first_link (const struct fsev_names *names, uint32_t ino, unsigned *count)
   return lo;
 }
 
+const struct fsev_link *
+names_link (const struct fsev_names *names, uint32_t ino, unsigned n)
+{
+  unsigned count;
+  size_t i = first_link (names, ino, &count);
+  return n < count ? &names->links[i + n] : NULL;
+}
+
 unsigned
 names_count (const struct fsev_names *names, uint32_t ino)
 {

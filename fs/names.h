@@ -40,6 +40,9 @@ extern void names_free (struct fsev_names *names);
 
 /* How many names INO has. */
 extern unsigned names_count (const struct fsev_names *names, uint32_t ino);
+/* The N-th link of INO, or NULL. */
+extern const struct fsev_link *names_link (const struct fsev_names *names,
+                                           uint32_t ino, unsigned n);
 /* Build the N-th path of INO into BUF ("/a/b").  Returns 0, or -1 if
  * BUF is too small.  A broken chain (a parent with no name of its own)
  * starts the path with "<ino N>"; a cycle gives "<loop>/...".

@@ -22,6 +22,10 @@ extern "C" {
 #endif
 
 #define FSEVENT_API_VERSION 1
+/* 1.1: namespace and attribute events (before_change/after_change),
+ * and the transaction sequence in write events.
+ */
+#define FSEVENT_API_MINOR 1
 
 enum fsevent_phase {
   FSEVENT_BEFORE = 0,          /* decided before the change is committed */
@@ -31,8 +35,10 @@ enum fsevent_phase {
 /* Where a write's data comes from. */
 enum fsevent_direction {
   FSEVENT_INPLACE = 0,         /* overwrite of a block the file already owns */
-  FSEVENT_COMMIT = 1,          /* reserved: new data, decided at the journal commit */
-  FSEVENT_JOURNAL = 2,         /* reserved: data logged in the journal (data=journal) */
+  FSEVENT_COMMIT = 1,          /* new data, decided at the journal commit
+                                  that maps it into the file */
+  FSEVENT_JOURNAL = 2,         /* data logged in the journal (data=journal),
+                                  decided at its commit */
 };
 
 /* What the client asked for. */
@@ -78,6 +84,72 @@ struct fsevent_write {
    */
   void **handle_context;
   const struct fsevent_handle_info *handle_info;
+  /* 1.1: the jbd2 transaction (commit, journal), 0 for inplace. */
+  uint64_t sequence;
+};
+
+/* 1.1: namespace and attribute changes, decided at the journal commit
+ * that makes them (on ext2: at the metadata write).
+ */
+enum fsevent_change_kind {
+  FSEVENT_CREATE = 0,          /* a new file, directory, symlink, node */
+  FSEVENT_DELETE = 1,          /* the inode is freed */
+  FSEVENT_LINK = 2,            /* a name added: new_file_name */
+  FSEVENT_UNLINK = 3,          /* a name removed from an inode that lives on */
+  FSEVENT_RENAME = 4,          /* file_name became new_file_name */
+  FSEVENT_SET_SIZE = 5,        /* old_attributes.size -> attributes.size */
+  FSEVENT_SET_ATTRIBUTES = 6,  /* see changed */
+};
+
+/* Bits of fsevent_change.changed. */
+#define FSEVENT_ATTR_MODE   0x01
+#define FSEVENT_ATTR_UID    0x02
+#define FSEVENT_ATTR_GID    0x04
+#define FSEVENT_ATTR_FLAGS  0x08
+#define FSEVENT_ATTR_ATIME  0x10
+#define FSEVENT_ATTR_MTIME  0x20
+#define FSEVENT_ATTR_CTIME  0x40
+#define FSEVENT_ATTR_CRTIME 0x80
+#define FSEVENT_ATTR_TIMES  0xf0
+
+struct fsevent_time {
+  int64_t sec;
+  uint32_t nsec;
+};
+
+struct fsevent_attributes {
+  uint32_t mode;               /* type and permission bits (st_mode) */
+  uint32_t uid, gid;
+  uint32_t flags;              /* chattr flags */
+  uint32_t links;
+  uint64_t size;
+  struct fsevent_time atime, mtime, ctime, crtime;
+};
+
+struct fsevent_change {
+  size_t struct_size;          /* sizeof (struct fsevent_change) of the plugin */
+  enum fsevent_phase phase;
+  enum fsevent_change_kind kind;
+  unsigned partition;
+  uint32_t ino;
+  /* The path the change is about: for create the new path, for the
+   * others the path before the change ("" if it had none).
+   */
+  const char *file_name;
+  const char *const *file_names; /* every path before (create: after) */
+  const char *new_file_name;   /* rename, link: the new path; else NULL */
+  uint32_t replaced_ino;       /* rename/link over another inode's name */
+  const char *replaced_file_name; /* its path, or NULL */
+  struct fsevent_attributes old_attributes;  /* zero for create */
+  struct fsevent_attributes attributes;      /* zero for delete */
+  unsigned changed;            /* set_attributes: FSEVENT_ATTR_* */
+  int timestamps_only;         /* set_attributes: only times changed */
+  uint64_t sequence;           /* the jbd2 transaction, 0 on ext2 */
+  int status;                  /* after: 0, or why the commit failed */
+  int result_code;             /* before: set to an errno to veto */
+  void **file_context;
+  void **handle_context;       /* of the connection that wrote the commit */
+  const struct fsevent_handle_info *handle_info;
 };
 
 struct fsevent_handler {
@@ -107,9 +179,16 @@ struct fsevent_handler {
   void (*free_handle_context) (void *context, uint32_t ino);
   void (*unload) (void);
 
-  /* Room for the events to come (create, delete, rename, link, set
-   * size, set attributes, lock, unlock): new callbacks are added after
-   * this point, so version 1 handlers keep working.
+  /* 1.1: namespace and attribute changes (see enum
+   * fsevent_change_kind).  A before-veto fails the journal commit:
+   * the whole transaction never commits.  Handlers built against 1.0
+   * do not have these and are not called for them.
+   */
+  int (*before_change) (struct fsevent_change *ev);
+  int (*after_change) (struct fsevent_change *ev);
+
+  /* Room for the events to come (lock, unlock): new callbacks are
+   * added after this point, so older handlers keep working.
    */
 };
 

@@ -18,6 +18,7 @@
 #include <nbdkit-plugin.h>
 
 #include "builtins.h"
+#include "follow.h"
 #include "fsinfo.h"
 #include "handlers.h"
 #include "image.h"
@@ -38,11 +39,13 @@ static struct fsev_layout *layout;      /* built at start-up */
 static void
 fsevent_unload (void)
 {
-  if (layout)
+  if (layout) {
     writes_log_stats ();
+    follow_fini ();             /* owns the layout */
+    layout = NULL;
+  }
   handlers_unload ();
   log_close ();
-  fsev_layout_free (layout);
   image_close (&image);
   free (filename);
 }
@@ -161,8 +164,8 @@ fsevent_get_ready (void)
   if (fsinfo.has_journal)
     nbdkit_debug ("%s: journal: %s%s", filename,
                   fsinfo.journal_external ? "external device" : "internal",
-                  fsinfo.needs_recovery ? ", needs recovery (not replayed: "
-                  "the plugin never writes to the image)" : "");
+                  fsinfo.needs_recovery ? ", needs recovery (replayed into "
+                  "the committed view, never into the image)" : "");
 
   struct fsev_build_options opts = { .warn = layout_warning };
   layout = fsev_layout_build (&source, &opts, err, sizeof err);
@@ -172,12 +175,19 @@ fsevent_get_ready (void)
   }
   struct fsev_layout_stats st;
   fsev_layout_get_stats (layout, &st);
-  writes_init (&image, layout);
+  writes_init (&image);
   nbdkit_debug ("%s: layout: built in %.3f s: %" PRIu64 " runs, %" PRIu64
                 " files (%" PRIu64 " directories), %" PRIu64 " names, "
                 "%.1f KiB of memory, %" PRIu64 " warnings",
                 filename, st.build_seconds, st.runs, st.files, st.directories,
                 st.links, st.memory / 1024.0, st.warnings);
+  struct fsev_layout *l = layout;
+  layout = NULL;                /* follow owns it now */
+  if (follow_init (&image, l) == -1) {
+    follow_fini ();
+    return -1;
+  }
+  layout = l;                   /* non-NULL: follow_fini at unload */
   return 0;
 }
 

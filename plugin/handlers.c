@@ -263,39 +263,71 @@ conn_contexts_free (struct conn_contexts *cc)
  * errno).  What that means is on-handler-error=.
  */
 static void
-handler_failed (const struct handler *hd, struct fsevent_write *ev,
-                const char *what)
+handler_failed (const struct handler *hd, const char *callback, uint32_t ino,
+                bool before, int *result_code, const char *what)
 {
   nbdkit_error ("handler '%s' failed in %s for inode %u: %s",
-                hd->h->name, ev->phase == FSEVENT_BEFORE ? "before_write"
-                : "after_write", ev->ino, what);
-  if (ev->phase == FSEVENT_BEFORE && on_error == ON_ERROR_DENY)
-    ev->result_code = EIO;
+                hd->h->name, callback, ino, what);
+  if (before && on_error == ON_ERROR_DENY)
+    *result_code = EIO;
+}
+
+/* Only loaded handlers have contexts (and need the per-inode
+ * serialisation); the built-in ones keep no state per file.  Returns
+ * false (and sets *RESULT in the before phase) when out of memory.
+ */
+static bool
+enter (uint32_t ino, struct conn_contexts *cc, bool before, int *result,
+       struct ctx_entry **fe, struct ctx_entry **he)
+{
+  *fe = *he = NULL;
+  if (nloaded == 0)
+    return true;
+  pthread_once (&file_contexts_once, file_contexts_init);
+  *fe = ctx_get (&file_contexts, ino);
+  *he = cc ? ctx_get (&cc->t, ino) : NULL;
+  if (*fe == NULL) {
+    nbdkit_error ("out of memory for handler contexts");
+    if (before)
+      *result = ENOMEM;
+    return false;
+  }
+  pthread_mutex_lock (&(*fe)->lock);
+  return true;
+}
+
+static void
+leave (struct ctx_entry *fe)
+{
+  if (fe)
+    pthread_mutex_unlock (&fe->lock);
+}
+
+/* Check what a before-callback gave back; true if it vetoed. */
+static bool
+check_before (const struct handler *hd, const char *callback, uint32_t ino,
+              int r, int *result_code)
+{
+  if (r == -1) {
+    *result_code = 0;
+    handler_failed (hd, callback, ino, true, result_code, "it returned -1");
+  }
+  else if (r != 0 || *result_code < 0 || *result_code > 4095) {
+    *result_code = 0;
+    handler_failed (hd, callback, ino, true, result_code, "malformed result");
+  }
+  return *result_code != 0;
 }
 
 static void
 call_chain (struct fsevent_write *ev, struct conn_contexts *cc, bool before)
 {
-  struct ctx_entry *fe = NULL, *he = NULL;
+  struct ctx_entry *fe, *he;
 
-  /* Only loaded handlers have contexts (and need the per-inode
-   * serialisation); the built-in ones keep no state per file.
-   */
-  if (nloaded) {
-    pthread_once (&file_contexts_once, file_contexts_init);
-    fe = ctx_get (&file_contexts, ev->ino);
-    he = cc ? ctx_get (&cc->t, ev->ino) : NULL;
-    if (fe == NULL) {
-      nbdkit_error ("out of memory for handler contexts");
-      if (before)
-        ev->result_code = ENOMEM;
-      return;
-    }
-    pthread_mutex_lock (&fe->lock);
-  }
+  if (!enter (ev->ino, cc, before, &ev->result_code, &fe, &he))
+    return;
   for (size_t i = 0; i < nhandlers; i++) {
     const struct handler *hd = &handlers[i];
-    int r;
 
     ev->file_context = fe ? &fe->slot[i] : NULL;
     ev->handle_context = he ? &he->slot[i] : NULL;
@@ -303,28 +335,45 @@ call_chain (struct fsevent_write *ev, struct conn_contexts *cc, bool before)
       if (!HAS (hd, before_write))
         continue;
       ev->result_code = 0;
-      r = hd->h->before_write (ev);
-      if (r == -1) {
-        ev->result_code = 0;
-        handler_failed (hd, ev, "it returned -1");
-      }
-      else if (r != 0 || ev->result_code < 0 || ev->result_code > 4095) {
-        ev->result_code = 0;
-        handler_failed (hd, ev, "malformed result");
-      }
-      if (ev->result_code != 0)
+      if (check_before (hd, "before_write", ev->ino,
+                        hd->h->before_write (ev), &ev->result_code))
         break;                  /* vetoed: later handlers are not asked */
     }
-    else {
-      if (!HAS (hd, after_write))
-        continue;
-      if (hd->h->after_write (ev) != 0)
-        handler_failed (hd, ev, "it returned -1");
-    }
+    else if (HAS (hd, after_write) && hd->h->after_write (ev) != 0)
+      handler_failed (hd, "after_write", ev->ino, false, &ev->result_code,
+                      "it returned -1");
   }
   ev->file_context = ev->handle_context = NULL;
-  if (fe)
-    pthread_mutex_unlock (&fe->lock);
+  leave (fe);
+}
+
+static void
+call_chain_change (struct fsevent_change *ev, struct conn_contexts *cc,
+                   bool before)
+{
+  struct ctx_entry *fe, *he;
+
+  if (!enter (ev->ino, cc, before, &ev->result_code, &fe, &he))
+    return;
+  for (size_t i = 0; i < nhandlers; i++) {
+    const struct handler *hd = &handlers[i];
+
+    ev->file_context = fe ? &fe->slot[i] : NULL;
+    ev->handle_context = he ? &he->slot[i] : NULL;
+    if (before) {
+      if (!HAS (hd, before_change))
+        continue;
+      ev->result_code = 0;
+      if (check_before (hd, "before_change", ev->ino,
+                        hd->h->before_change (ev), &ev->result_code))
+        break;
+    }
+    else if (HAS (hd, after_change) && hd->h->after_change (ev) != 0)
+      handler_failed (hd, "after_change", ev->ino, false, &ev->result_code,
+                      "it returned -1");
+  }
+  ev->file_context = ev->handle_context = NULL;
+  leave (fe);
 }
 
 void
@@ -340,6 +389,54 @@ handlers_after_write (struct fsevent_write *ev, struct conn_contexts *cc)
 {
   if (nhandlers)
     call_chain (ev, cc, false);
+}
+
+void
+handlers_before_change (struct fsevent_change *ev, struct conn_contexts *cc)
+{
+  ev->result_code = 0;
+  if (nhandlers)
+    call_chain_change (ev, cc, true);
+}
+
+void
+handlers_after_change (struct fsevent_change *ev, struct conn_contexts *cc)
+{
+  if (nhandlers)
+    call_chain_change (ev, cc, false);
+}
+
+void
+handlers_inode_freed (uint32_t ino)
+{
+  if (nloaded == 0)
+    return;
+  pthread_once (&file_contexts_once, file_contexts_init);
+  struct ctx_table *t = &file_contexts;
+  pthread_mutex_t *lock = &t->lock[ino % BUCKETS % LOCKS];
+  pthread_mutex_lock (lock);
+  struct ctx_entry **p = &t->bucket[ino % BUCKETS], *e;
+  while ((e = *p) != NULL && e->ino != ino)
+    p = &e->next;
+  if (e)
+    *p = e->next;
+  pthread_mutex_unlock (lock);
+  if (e == NULL)
+    return;
+  for (size_t h = 0; h < nhandlers; h++)
+    if (e->slot[h] && HAS (&handlers[h], free_file_context))
+      handlers[h].h->free_file_context (e->slot[h], ino);
+  pthread_mutex_destroy (&e->lock);
+  free (e);
+}
+
+bool
+handlers_want_data (void)
+{
+  for (size_t i = 0; i < nhandlers; i++)
+    if (handlers[i].dl || strcmp (handlers[i].h->name, "protect") != 0)
+      return true;
+  return false;
 }
 
 void

@@ -40,6 +40,15 @@ extern void handlers_before_write (struct fsevent_write *ev,
 extern void handlers_after_write (struct fsevent_write *ev,
                                   struct conn_contexts *cc);
 
+extern void handlers_before_change (struct fsevent_change *ev,
+                                    struct conn_contexts *cc);
+extern void handlers_after_change (struct fsevent_change *ev,
+                                   struct conn_contexts *cc);
+/* The inode was freed: its file contexts go (free_file_context). */
+extern void handlers_inode_freed (uint32_t ino);
+/* Does any handler look at write buffers? (protect= does not.) */
+extern bool handlers_want_data (void);
+
 extern struct conn_contexts *conn_contexts_new (void);
 extern void conn_contexts_free (struct conn_contexts *cc);
 

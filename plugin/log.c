@@ -337,15 +337,12 @@ static const char *const operations[] = { "write", "zero", "trim" };
 /* Lines are stored without their seq: "\"time\":...}\n"; log_commit
  * puts "{\"seq\":N," in front of each as it queues them.
  */
-void
-log_event (struct log_batch *b, const char *name,
-           const struct fsevent_write *ev)
+/* "time":...,"event":NAME[,"phase":...][,"file":...,"paths":[...]] */
+static void
+put_head (struct log_batch *b, const char *name, int phase,
+          const char *file, const char *const *files)
 {
   struct timespec ts;
-
-  if (fd < 0)
-    return;
-  int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
   clock_gettime (CLOCK_REALTIME, &ts);
   char usec[8];
   long us = ts.tv_nsec / 1000;
@@ -359,20 +356,49 @@ log_event (struct log_batch *b, const char *name,
   put (b, usec, 6);
   PUT (b, "Z\",\"event\":\"");
   put (b, name, strlen (name));
-  if (ev->phase == FSEVENT_BEFORE)
-    PUT (b, "\",\"phase\":\"before\",\"file\":");
-  else
-    PUT (b, "\",\"phase\":\"after\",\"file\":");
-  add_string (b, ev->file_name);
-  if (ev->file_names && ev->file_names[0] && ev->file_names[1]) {
+  PUT (b, "\"");
+  if (phase == FSEVENT_BEFORE)
+    PUT (b, ",\"phase\":\"before\"");
+  else if (phase == FSEVENT_AFTER)
+    PUT (b, ",\"phase\":\"after\"");
+  if (file == NULL)
+    return;
+  PUT (b, ",\"file\":");
+  add_string (b, file);
+  if (files && files[0] && files[1]) {
     PUT (b, ",\"paths\":[");
-    for (size_t i = 0; ev->file_names[i]; i++) {
+    for (size_t i = 0; files[i]; i++) {
       if (i)
         PUT (b, ",");
-      add_string (b, ev->file_names[i]);
+      add_string (b, files[i]);
     }
     PUT (b, "]");
   }
+}
+
+static void
+put_result (struct log_batch *b, int result)
+{
+  PUT (b, ",\"result\":");
+  put_u64 (b, result < 0 ? 0 : (uint64_t) result);
+  if (result) {
+    const char *en = errno_name (result);
+    PUT (b, ",\"error\":\"");
+    put (b, en, strlen (en));
+    PUT (b, "\"");
+  }
+  PUT (b, "}\n");
+  b->lines++;
+}
+
+void
+log_event (struct log_batch *b, const char *name,
+           const struct fsevent_write *ev)
+{
+  if (fd < 0)
+    return;
+  int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
+  put_head (b, name, (int) ev->phase, ev->file_name, ev->file_names);
   const char *dir = (unsigned) ev->direction < 3 ? directions[ev->direction] : "?";
   const char *op = (unsigned) ev->operation < 3 ? operations[ev->operation] : "?";
   PUT (b, ",\"ino\":");
@@ -393,15 +419,168 @@ log_event (struct log_batch *b, const char *name,
     PUT (b, ",\"bytes_written\":");
     put_u64 (b, ev->bytes_written);
   }
-  PUT (b, ",\"result\":");
-  put_u64 (b, result < 0 ? 0 : (uint64_t) result);
-  if (result) {
-    const char *en = errno_name (result);
-    PUT (b, ",\"error\":\"");
-    put (b, en, strlen (en));
-    PUT (b, "\"");
+  if (ev->sequence) {
+    PUT (b, ",\"sequence\":");
+    put_u64 (b, ev->sequence);
   }
-  PUT (b, "}\n");
+  put_result (b, result);
+}
+
+static const char *const change_names[] = {
+  "create", "delete", "link", "unlink", "rename", "set_size",
+  "set_attributes",
+};
+
+const char *
+log_change_name (enum fsevent_change_kind k)
+{
+  return (unsigned) k < sizeof change_names / sizeof change_names[0]
+    ? change_names[k] : "?";
+}
+
+const char *
+log_file_type (uint32_t mode)
+{
+  switch (mode & 0170000) {
+  case 0100000: return "file";
+  case 0040000: return "directory";
+  case 0120000: return "symlink";
+  case 0020000: return "chardev";
+  case 0060000: return "blockdev";
+  case 0010000: return "fifo";
+  case 0140000: return "socket";
+  }
+  return "unknown";
+}
+
+static void
+put_key_u64 (struct log_batch *b, const char *key, uint64_t v)
+{
+  PUT (b, ",\"");
+  put (b, key, strlen (key));
+  PUT (b, "\":");
+  put_u64 (b, v);
+}
+
+static void
+put_mode (struct log_batch *b, uint32_t mode)
+{
+  char m[8];
+  snprintf (m, sizeof m, "%04o", mode & 07777);
+  PUT (b, ",\"mode\":\"");
+  put (b, m, strlen (m));
+  PUT (b, "\"");
+}
+
+static void
+put_time (struct log_batch *b, const char *key, const struct fsevent_time *t)
+{
+  char buf[64];
+  struct tm tm;
+  time_t sec = (time_t) t->sec;
+  if (gmtime_r (&sec, &tm) == NULL)
+    return;
+  size_t n = strftime (buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf (buf + n, sizeof buf - n, ".%09" PRIu32 "Z", t->nsec % 1000000000);
+  PUT (b, ",\"");
+  put (b, key, strlen (key));
+  PUT (b, "\":\"");
+  put (b, buf, strlen (buf));
+  PUT (b, "\"");
+}
+
+void
+log_change (struct log_batch *b, const struct fsevent_change *ev)
+{
+  if (fd < 0)
+    return;
+  int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
+  const struct fsevent_attributes *a = &ev->attributes, *o = &ev->old_attributes;
+
+  put_head (b, log_change_name (ev->kind), (int) ev->phase, ev->file_name,
+            ev->file_names);
+  if (ev->new_file_name) {
+    PUT (b, ",\"new_file\":");
+    add_string (b, ev->new_file_name);
+  }
+  put_key_u64 (b, "ino", ev->ino);
+  switch (ev->kind) {
+  case FSEVENT_CREATE:
+    PUT (b, ",\"type\":\"");
+    PUT (b, "");
+    put (b, log_file_type (a->mode), strlen (log_file_type (a->mode)));
+    PUT (b, "\"");
+    put_mode (b, a->mode);
+    put_key_u64 (b, "uid", a->uid);
+    put_key_u64 (b, "gid", a->gid);
+    put_key_u64 (b, "size", a->size);
+    break;
+  case FSEVENT_DELETE:
+    PUT (b, ",\"type\":\"");
+    put (b, log_file_type (o->mode), strlen (log_file_type (o->mode)));
+    PUT (b, "\"");
+    break;
+  case FSEVENT_SET_SIZE:
+    put_key_u64 (b, "old_size", o->size);
+    put_key_u64 (b, "size", a->size);
+    break;
+  case FSEVENT_SET_ATTRIBUTES: {
+    static const char *const attr[] = {
+      "mode", "uid", "gid", "flags", "atime", "mtime", "ctime", "crtime" };
+    PUT (b, ",\"changed\":[");
+    bool first = true;
+    for (unsigned i = 0; i < 8; i++)
+      if (ev->changed & (1u << i)) {
+        if (!first)
+          PUT (b, ",");
+        first = false;
+        PUT (b, "\"");
+        put (b, attr[i], strlen (attr[i]));
+        PUT (b, "\"");
+      }
+    PUT (b, "]");
+    if (ev->timestamps_only)
+      PUT (b, ",\"timestamps_only\":true");
+    else
+      PUT (b, ",\"timestamps_only\":false");
+    if (ev->changed & FSEVENT_ATTR_MODE) put_mode (b, a->mode);
+    if (ev->changed & FSEVENT_ATTR_UID) put_key_u64 (b, "uid", a->uid);
+    if (ev->changed & FSEVENT_ATTR_GID) put_key_u64 (b, "gid", a->gid);
+    if (ev->changed & FSEVENT_ATTR_FLAGS) put_key_u64 (b, "flags", a->flags);
+    if (ev->changed & FSEVENT_ATTR_ATIME) put_time (b, "atime", &a->atime);
+    if (ev->changed & FSEVENT_ATTR_MTIME) put_time (b, "mtime", &a->mtime);
+    if (ev->changed & FSEVENT_ATTR_CTIME) put_time (b, "ctime", &a->ctime);
+    if (ev->changed & FSEVENT_ATTR_CRTIME) put_time (b, "crtime", &a->crtime);
+    break;
+  }
+  default:
+    break;
+  }
+  if (ev->replaced_ino) {
+    put_key_u64 (b, "replaced_ino", ev->replaced_ino);
+    if (ev->replaced_file_name) {
+      PUT (b, ",\"replaced\":");
+      add_string (b, ev->replaced_file_name);
+    }
+  }
+  put_key_u64 (b, "partition", ev->partition);
+  if (ev->sequence)
+    put_key_u64 (b, "sequence", ev->sequence);
+  put_result (b, result);
+}
+
+void
+log_unattributed (struct log_batch *b, uint64_t offset, uint64_t length,
+                  const char *reason)
+{
+  if (fd < 0)
+    return;
+  put_head (b, "unattributed", -1, NULL, NULL);
+  put_key_u64 (b, "device_offset", offset);
+  put_key_u64 (b, "length", length);
+  PUT (b, ",\"reason\":\"");
+  put (b, reason, strlen (reason));
+  PUT (b, "\"}\n");
   b->lines++;
 }
 

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "fsevent.h"
 
@@ -30,6 +31,13 @@ extern void log_batch_init (struct log_batch *b);
  */
 extern void log_event (struct log_batch *b, const char *name,
                        const struct fsevent_write *ev);
+extern void log_change (struct log_batch *b, const struct fsevent_change *ev);
+/* Bytes written to free space that never became part of a file. */
+extern void log_unattributed (struct log_batch *b, uint64_t offset,
+                              uint64_t length, const char *reason);
+extern const char *log_change_name (enum fsevent_change_kind k);
+extern const char *log_file_type (uint32_t mode);
+
 /* Number the batch's lines and write them; returns once they are in the
  * file.  Frees what the batch allocated.
  */

@@ -73,15 +73,41 @@ matches (const struct glob *g, const char *path)
   return g->pattern[0] == '\0';  /* the subtree of "/": everything */
 }
 
+static bool
+any_matches (const char *const *names, const char *other, const char *third)
+{
+  for (size_t i = 0; i < nglobs; i++) {
+    for (size_t n = 0; names && names[n]; n++)
+      if (matches (&globs[i], names[n]))
+        return true;
+    if ((other && matches (&globs[i], other)) ||
+        (third && matches (&globs[i], third)))
+      return true;
+  }
+  return false;
+}
+
 static int
 protect_before_write (struct fsevent_write *ev)
 {
-  for (size_t i = 0; i < nglobs; i++)
-    for (size_t n = 0; ev->file_names && ev->file_names[n]; n++)
-      if (matches (&globs[i], ev->file_names[n])) {
-        ev->result_code = EPERM;
-        return 0;
-      }
+  if (any_matches (ev->file_names, NULL, NULL))
+    ev->result_code = EPERM;
+  return 0;
+}
+
+/* Every change to a protected path: to its data, size, attributes,
+ * names, and a new file or a rename landing on it.  Reading a file
+ * updates its access time: that alone is let through, so that reading
+ * a protected file never fails the guest's journal.
+ */
+static int
+protect_before_change (struct fsevent_change *ev)
+{
+  if (ev->kind == FSEVENT_SET_ATTRIBUTES &&
+      (ev->changed & ~FSEVENT_ATTR_ATIME) == 0)
+    return 0;
+  if (any_matches (ev->file_names, ev->new_file_name, ev->replaced_file_name))
+    ev->result_code = EPERM;
   return 0;
 }
 
@@ -101,5 +127,6 @@ const struct fsevent_handler protect_handler = {
   .name = "protect",
   .description = "deny every change to files whose path matches protect=",
   .before_write = protect_before_write,
+  .before_change = protect_before_change,
   .unload = protect_unload,
 };

@@ -510,27 +510,28 @@ var (const char *fmt, ...)
  * serving.
  */
 static int
-env_build (struct env *e, const struct fsevent_write *ev)
+env_build (struct env *e, const char *file_name,
+           const char *const *file_names, const char *operation,
+           const struct fsevent_handle_info *hi, unsigned partition)
 {
-  const struct fsevent_handle_info *hi = ev->handle_info;
-  const char *name = ev->file_name ? ev->file_name : "";
+  const char *name = file_name ? file_name : "";
   size_t n = 0, len = strlen (name) + 1;
 
   memset (e, 0, sizeof *e);
-  for (size_t i = 0; ev->file_names && ev->file_names[i]; i++)
-    len += strlen (ev->file_names[i]) + 1;
+  for (size_t i = 0; file_names && file_names[i]; i++)
+    len += strlen (file_names[i]) + 1;
   char *paths = malloc (len);
   if (paths == NULL)
     goto err;
-  if (ev->file_names == NULL)
+  if (file_names == NULL)
     strcpy (paths, name);
   else {
     char *p = paths;
     *p = '\0';
-    for (size_t i = 0; ev->file_names[i]; i++)
-      p += sprintf (p, "%s%s", i ? "\n" : "", ev->file_names[i]);
+    for (size_t i = 0; file_names[i]; i++)
+      p += sprintf (p, "%s%s", i ? "\n" : "", file_names[i]);
   }
-  e->own[0] = var ("FSEVENT_OPERATION=%s", operation_name (ev->operation));
+  e->own[0] = var ("FSEVENT_OPERATION=%s", operation);
   e->own[1] = var ("FSEVENT_PATHS=%s", paths);
   free (paths);
   if (hi) {
@@ -538,7 +539,7 @@ env_build (struct env *e, const struct fsevent_write *ev)
     e->own[3] = var ("FSEVENT_EXPORT_NAME=%s",
                      hi->export_name ? hi->export_name : "");
   }
-  e->own[4] = var ("FSEVENT_PARTITION=%u", ev->partition);
+  e->own[4] = var ("FSEVENT_PARTITION=%u", partition);
   if (e->own[0] == NULL || e->own[1] == NULL || e->own[4] == NULL ||
       (hi && (e->own[2] == NULL || e->own[3] == NULL)))
     goto err;
@@ -602,40 +603,30 @@ parse_denial (const char *text, const char **msg)
   return err;
 }
 
+/* Run the script for one event: ARGV[1] is the method, ARGV[2] the
+ * file.  In the before phase a denial sets *RESULT_CODE.
+ */
 static int
-call (struct fsevent_write *ev, bool before)
+run_event (char *const argv[], const char *file_name,
+           const char *const *file_names, const char *operation,
+           const struct fsevent_handle_info *hi, unsigned partition,
+           const void *data, uint64_t len, bool before, int *result_code)
 {
-  const char *phase = before ? "before_write" : "after_write";
-  char pos[24], len[24], ino[24];
+  const char *phase = argv[1];
   struct outcome *o;
   struct env e;
   int r;
-
-  if (script == NULL)           /* not configured: nothing to ask */
-    return 0;
-
-  snprintf (pos, sizeof pos, "%" PRIu64, ev->position);
-  snprintf (len, sizeof len, "%" PRIu64, ev->bytes_to_write);
-  snprintf (ino, sizeof ino, "%" PRIu32, ev->ino);
-  char *const argv[] = {
-    script, (char *) phase, (char *) (ev->file_name ? ev->file_name : ""),
-    pos, len, ino, (char *) direction_name (ev->direction),
-    before ? NULL : (char *) (ev->status ? errno_name (ev->status) : "0"),
-    NULL,
-  };
 
   o = malloc (sizeof *o);       /* 4 KiB: not on a thread's stack */
   if (o == NULL) {
     nbdkit_error ("script %s %s: malloc: %m", script, phase);
     return -1;
   }
-  if (env_build (&e, ev) == -1) {
+  if (env_build (&e, file_name, file_names, operation, hi, partition) == -1) {
     free (o);
     return -1;
   }
-  bool has_data = ev->operation == FSEVENT_OP_WRITE && ev->buffer != NULL;
-  r = run (argv, e.envp, has_data ? ev->buffer : NULL,
-           has_data ? ev->bytes_to_write : 0, o);
+  r = run (argv, e.envp, data, len, o);
   env_free (&e);
   if (r == -1)
     goto out;
@@ -663,14 +654,14 @@ call (struct fsevent_write *ev, bool before)
       const char *msg;
       int err = parse_denial (o->err, &msg);
       if (before) {
-        ev->result_code = err;
-        nbdkit_debug ("script %s before_write denied %s with %s: %s",
-                      script, argv[2], errno_name (err),
+        *result_code = err;
+        nbdkit_debug ("script %s %s denied %s with %s: %s",
+                      script, phase, argv[2], errno_name (err),
                       *msg ? msg : "(no message)");
       }
       else
-        nbdkit_debug ("script %s after_write: exit status 1 ignored: %s",
-                      script, o->err);
+        nbdkit_debug ("script %s %s: exit status 1 ignored: %s",
+                      script, phase, o->err);
       r = 0;
       break;
     }
@@ -683,6 +674,120 @@ call (struct fsevent_write *ev, bool before)
  out:
   free (o);
   return r;
+}
+
+static int
+call (struct fsevent_write *ev, bool before)
+{
+  const char *phase = before ? "before_write" : "after_write";
+  char pos[24], len[24], ino[24];
+
+  if (script == NULL)           /* not configured: nothing to ask */
+    return 0;
+
+  snprintf (pos, sizeof pos, "%" PRIu64, ev->position);
+  snprintf (len, sizeof len, "%" PRIu64, ev->bytes_to_write);
+  snprintf (ino, sizeof ino, "%" PRIu32, ev->ino);
+  char *const argv[] = {
+    script, (char *) phase, (char *) (ev->file_name ? ev->file_name : ""),
+    pos, len, ino, (char *) direction_name (ev->direction),
+    before ? NULL : (char *) (ev->status ? errno_name (ev->status) : "0"),
+    NULL,
+  };
+  bool has_data = ev->operation == FSEVENT_OP_WRITE && ev->buffer != NULL;
+  return run_event (argv, ev->file_name, ev->file_names,
+                    operation_name (ev->operation), ev->handle_info,
+                    ev->partition, has_data ? ev->buffer : NULL,
+                    has_data ? ev->bytes_to_write : 0, before,
+                    &ev->result_code);
+}
+
+/* Namespace and attribute changes:
+ *   PATH before_create FILE INO TYPE MODE UID GID
+ *   PATH before_delete FILE INO
+ *   PATH before_link   FILE NEW_FILE INO
+ *   PATH before_unlink FILE INO
+ *   PATH before_rename FILE NEW_FILE INO REPLACED_INO
+ *   PATH before_set_size FILE INO OLD_SIZE NEW_SIZE
+ *   PATH before_set_attributes FILE INO CHANGED (comma-separated names)
+ * and after_* with the same arguments and STATUS last.
+ */
+static int
+call_change (struct fsevent_change *ev, bool before)
+{
+  static const char *const kinds[] = {
+    "create", "delete", "link", "unlink", "rename", "set_size",
+    "set_attributes" };
+  static const char *const attrs[] = {
+    "mode", "uid", "gid", "flags", "atime", "mtime", "ctime", "crtime" };
+  char method[32], a[6][32], changed[80] = "";
+  char *argv[12];
+  size_t n = 0;
+
+  if (script == NULL || (unsigned) ev->kind >= 7)
+    return 0;
+  snprintf (method, sizeof method, "%s_%s", before ? "before" : "after",
+            kinds[ev->kind]);
+  argv[n++] = script;
+  argv[n++] = method;
+  argv[n++] = (char *) (ev->file_name ? ev->file_name : "");
+  if (ev->kind == FSEVENT_LINK || ev->kind == FSEVENT_RENAME)
+    argv[n++] = (char *) (ev->new_file_name ? ev->new_file_name : "");
+  snprintf (a[0], sizeof a[0], "%" PRIu32, ev->ino);
+  argv[n++] = a[0];
+  switch (ev->kind) {
+  case FSEVENT_CREATE:
+    argv[n++] = (char *) (S_ISDIR (ev->attributes.mode) ? "directory"
+                          : S_ISREG (ev->attributes.mode) ? "file"
+                          : S_ISLNK (ev->attributes.mode) ? "symlink"
+                          : S_ISCHR (ev->attributes.mode) ? "chardev"
+                          : S_ISBLK (ev->attributes.mode) ? "blockdev"
+                          : S_ISFIFO (ev->attributes.mode) ? "fifo"
+                          : S_ISSOCK (ev->attributes.mode) ? "socket" : "unknown");
+    snprintf (a[1], sizeof a[1], "%04o", ev->attributes.mode & 07777);
+    snprintf (a[2], sizeof a[2], "%" PRIu32, ev->attributes.uid);
+    snprintf (a[3], sizeof a[3], "%" PRIu32, ev->attributes.gid);
+    argv[n++] = a[1]; argv[n++] = a[2]; argv[n++] = a[3];
+    break;
+  case FSEVENT_RENAME:
+    snprintf (a[1], sizeof a[1], "%" PRIu32, ev->replaced_ino);
+    argv[n++] = a[1];
+    break;
+  case FSEVENT_SET_SIZE:
+    snprintf (a[1], sizeof a[1], "%" PRIu64, ev->old_attributes.size);
+    snprintf (a[2], sizeof a[2], "%" PRIu64, ev->attributes.size);
+    argv[n++] = a[1]; argv[n++] = a[2];
+    break;
+  case FSEVENT_SET_ATTRIBUTES:
+    for (unsigned i = 0; i < 8; i++)
+      if (ev->changed & (1u << i)) {
+        if (changed[0])
+          strcat (changed, ",");
+        strcat (changed, attrs[i]);
+      }
+    argv[n++] = changed;
+    break;
+  default:
+    break;
+  }
+  if (!before)
+    argv[n++] = (char *) (ev->status ? errno_name (ev->status) : "0");
+  argv[n] = NULL;
+  return run_event (argv, ev->file_name, ev->file_names, kinds[ev->kind],
+                    ev->handle_info, ev->partition, NULL, 0, before,
+                    &ev->result_code);
+}
+
+static int
+script_before_change (struct fsevent_change *ev)
+{
+  return call_change (ev, true);
+}
+
+static int
+script_after_change (struct fsevent_change *ev)
+{
+  return call_change (ev, false);
 }
 
 static int
@@ -704,5 +809,7 @@ const struct fsevent_handler script_handler = {
   .description = "run script= for every event (nbdkit sh plugin style)",
   .before_write = script_before_write,
   .after_write = script_after_write,
+  .before_change = script_before_change,
+  .after_change = script_after_change,
   .unload = script_unload,
 };

@@ -7,10 +7,11 @@
  * veto fails the whole request and nothing of it is written.  After the
  * I/O, the after-phase events carry its status.
  *
- * Writes into metadata, the journal or free space are committed as they
- * are and counted by role: deciding them at the journal commit that
- * gives them file-level meaning is the journal follower's job, which
- * hooks in at collect_segment, where those roles are only counted now.
+ * Writes into free space are remembered as pending; writes that make a
+ * commit point (a jbd2 commit block, a metadata change outside the
+ * journal) take the model exclusively and carry the decisions the
+ * journal follower (follow.c) makes for them: new data, namespace and
+ * attribute changes, vetoed or committed together with the request.
  */
 #include <config.h>
 
@@ -22,21 +23,21 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "follow.h"
 #include "handlers.h"
 #include "log.h"
+#include "paths.h"
 #include "util.h"
 #include "writes.h"
 
 uint64_t writes_role_bytes[FSEV_ROLE_COUNT];
 
 static struct image *image;
-static const struct fsev_layout *layout;
 
 void
-writes_init (struct image *img, const struct fsev_layout *l)
+writes_init (struct image *img)
 {
   image = img;
-  layout = l;
 }
 
 /* One event and the storage of its names. */
@@ -48,12 +49,18 @@ struct event {
 
 struct collect {
   bool want_events;
+  bool exclusive;               /* the model is held exclusively */
+  bool need_exclusive;          /* ... and this request needs it */
+  const struct io *io;
   enum fsevent_operation op;
   const char *buf;              /* the request's data, or NULL */
   uint64_t offset;              /* the request's offset */
   struct conn *conn;
   struct event *events;
   size_t n, cap;
+  bool count;                   /* count bytes per role (once per request) */
+  struct free_range { uint64_t offset, length; } *free_ranges;
+  size_t nfree, free_cap;
   bool oom;
 };
 
@@ -62,9 +69,26 @@ collect_segment (const struct fsev_segment *seg, void *opaque)
 {
   struct collect *c = opaque;
 
-  __atomic_fetch_add (&writes_role_bytes[seg->role], seg->length,
-                      __ATOMIC_RELAXED);
-  if (!c->want_events || seg->role != FSEV_ROLE_DATA)
+  if (c->count)
+    __atomic_fetch_add (&writes_role_bytes[seg->role], seg->length,
+                        __ATOMIC_RELAXED);
+  if (seg->role == FSEV_ROLE_FREE) {
+    /* Harmless now; it may become a file's data at a commit. */
+    if (fsev_grow ((void **) &c->free_ranges, &c->free_cap, c->nfree + 1,
+                   sizeof *c->free_ranges) == -1) {
+      c->oom = true;
+      return -1;
+    }
+    c->free_ranges[c->nfree++] = (struct free_range) { seg->offset, seg->length };
+    return 0;
+  }
+  if (seg->role != FSEV_ROLE_DATA) {
+    if (!c->exclusive && !c->need_exclusive &&
+        follow_segment_needs_exclusive (c->io, seg))
+      c->need_exclusive = true;
+    return 0;
+  }
+  if (!c->want_events || follow_is_checkpoint (c->io, seg))
     return 0;
 
   /* Extend the previous event when this continues it (a block split at
@@ -101,49 +125,13 @@ collect_segment (const struct fsev_segment *seg, void *opaque)
   return 0;
 }
 
-/* Every path of the event's inode, for handlers and the log, in one
- * allocation: the NULL-terminated array, then the strings.
- */
 static int
-name_event (struct event *e)
+name_event (const struct fsev_layout *layout, struct event *e)
 {
-  char path[4096];
-  int n = fsev_layout_path (layout, e->ev.ino, 0, path, sizeof path);
-  if (n < 0) {
-    n = 1;
-    snprintf (path, sizeof path, "<path too long>");
-  }
-
-  /* The strings, one after another, then the array pointing at them. */
-  char *strings = NULL;
-  size_t len = 0, cap = 0;
-  for (int i = 0; i < n; i++) {
-    if (i > 0 &&
-        fsev_layout_path (layout, e->ev.ino, i, path, sizeof path) < 0)
-      snprintf (path, sizeof path, "<path too long>");
-    size_t l = strlen (path) + 1;
-    if (fsev_grow ((void **) &strings, &cap, len + l, 1) == -1) {
-      free (strings);
-      return -1;
-    }
-    memcpy (strings + len, path, l);
-    len += l;
-  }
-  e->names = malloc ((n + 1) * sizeof (char *) + len);
-  if (e->names == NULL) {
-    free (strings);
+  e->names = paths_of (layout, e->ev.ino);
+  if (e->names == NULL)
     return -1;
-  }
-  char *p = (char *) (e->names + n + 1);
-  if (len)
-    memcpy (p, strings, len);
-  free (strings);
-  for (int i = 0; i < n; i++) {
-    e->names[i] = p;
-    p += strlen (p) + 1;
-  }
-  e->names[n] = NULL;
-  e->ev.file_name = n > 0 ? e->names[0] : "";
+  e->ev.file_name = e->names[0] ? e->names[0] : "";
   e->ev.file_names = (const char *const *) e->names;
   return 0;
 }
@@ -154,16 +142,11 @@ free_events (struct collect *c)
   for (size_t i = 0; i < c->n; i++)
     free (c->events[i].names);
   free (c->events);
+  free (c->free_ranges);
+  c->events = NULL;
+  c->free_ranges = NULL;
+  c->n = c->cap = c->nfree = c->free_cap = 0;
 }
-
-/* The I/O itself, once the request is allowed. */
-struct io {
-  enum fsevent_operation op;
-  const void *buf;
-  uint32_t count;
-  uint64_t offset;
-  bool may_trim, fast, fua;
-};
 
 static int
 do_io (const struct io *io)
@@ -186,29 +169,51 @@ handle_request (struct conn *conn, const struct io *io)
 {
   struct collect c = {
     .want_events = handlers_active () || log_enabled (),
-    .op = io->op, .buf = io->buf, .offset = io->offset, .conn = conn,
+    .io = io, .op = io->op, .buf = io->buf, .offset = io->offset, .conn = conn,
+    .count = true,
   };
+  struct follow_plan *plan = NULL;
+  struct log_batch lb;
+  int r, err = 0, veto = 0;
+  size_t decided = 0;
 
+  follow_lock_shared ();
+  const struct fsev_layout *layout = follow_layout ();
   fsev_layout_lookup (layout, io->offset, io->count, collect_segment, &c);
+  if (c.need_exclusive && !c.oom) {
+    /* A commit point: wait for the writes in flight, then look again
+     * (the model may have moved while we waited).
+     */
+    free_events (&c);
+    follow_unlock ();
+    follow_lock_exclusive ();
+    c.exclusive = true;
+    c.need_exclusive = false;
+    c.count = false;
+    layout = follow_layout ();
+    fsev_layout_lookup (layout, io->offset, io->count, collect_segment, &c);
+    if (!c.oom) {
+      plan = follow_prepare (io, conn, &err);
+      if (plan == NULL) {
+        free_events (&c);
+        follow_unlock ();
+        errno = err;
+        return -1;
+      }
+    }
+  }
   if (c.oom) {
     free_events (&c);
+    follow_unlock ();
     nbdkit_error ("out of memory for write events");
     errno = ENOMEM;
     return -1;
   }
-  if (c.n == 0) {               /* touches no file: costs one lookup */
-    free (c.events);
-    return do_io (io);
-  }
-
-  /* Before: every handler decides every event; the first veto wins. */
-  struct log_batch lb;
   log_batch_init (&lb);
-  size_t decided = 0;
-  int veto = 0;
+  /* Before: every handler decides every event; the first veto wins. */
   for (size_t i = 0; i < c.n && veto == 0; i++) {
     struct event *e = &c.events[i];
-    if (name_event (e) == -1) {
+    if (name_event (layout, e) == -1) {
       nbdkit_error ("out of memory for write events");
       veto = ENOMEM;
       break;
@@ -218,19 +223,34 @@ handle_request (struct conn *conn, const struct io *io)
     log_event (&lb, "write", &e->ev);
     decided++;
   }
+  if (veto == 0)
+    veto = follow_plan_before (plan, &lb);
 
-  int r, err = 0;
   if (veto) {
     r = -1;
     err = veto;
-    nbdkit_debug ("write to %s (inode %" PRIu32 ") at %" PRIu64 " vetoed: %s",
-                  c.events[decided - 1].ev.file_name,
-                  c.events[decided - 1].ev.ino,
-                  c.events[decided - 1].ev.position, strerror (veto));
+    if (decided && c.events[decided - 1].ev.result_code)
+      nbdkit_debug ("write to %s (inode %" PRIu32 ") at %" PRIu64
+                    " vetoed: %s", c.events[decided - 1].ev.file_name,
+                    c.events[decided - 1].ev.ino,
+                    c.events[decided - 1].ev.position, strerror (veto));
   }
   else {
     r = do_io (io);
     err = r == -1 ? errno : 0;
+  }
+
+  /* The commit point's decisions take effect with the request. */
+  follow_plan_finish (plan, &lb, err);
+  if (r == 0) {
+    for (size_t i = 0; i < c.nfree; i++) {
+      if (io->op == FSEVENT_OP_TRIM)
+        follow_pending_drop (c.free_ranges[i].offset,
+                             c.free_ranges[i].length, "trim", &lb);
+      else
+        follow_pending_add (c.free_ranges[i].offset,
+                            c.free_ranges[i].length);
+    }
   }
 
   /* After: every event whose before phase ran learns what happened. */
@@ -243,7 +263,9 @@ handle_request (struct conn *conn, const struct io *io)
     handlers_after_write (ev, conn->contexts);
     log_event (&lb, "write", ev);
   }
-  log_commit (&lb);             /* in the file before the client hears */
+  log_commit (&lb);             /* in the file before the client hears, and
+                                   in commit order */
+  follow_unlock ();
   free_events (&c);
   if (r == -1)
     errno = err;

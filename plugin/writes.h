@@ -23,7 +23,7 @@ struct conn {
 /* Bytes written per role since start-up (all connections). */
 extern uint64_t writes_role_bytes[FSEV_ROLE_COUNT];
 
-extern void writes_init (struct image *img, const struct fsev_layout *layout);
+extern void writes_init (struct image *img);
 extern int writes_pwrite (struct conn *c, const void *buf, uint32_t count,
                           uint64_t offset, bool fua);
 extern int writes_zero (struct conn *c, uint32_t count, uint64_t offset,

@@ -1,0 +1,325 @@
+/* fs/diff.c: namespace changes between two layout models (see diff.h). */
+#include <config.h>
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include <ext2fs/ext2_fs.h>
+
+#include "diff.h"
+#include "layout-internal.h"
+#include "util.h"
+
+#define MAX_LINKS 64            /* names compared per inode; more are
+                                   rare and reported as links/unlinks
+                                   of the first MAX_LINKS */
+
+struct out {
+  struct fsev_change *v;
+  size_t n, cap;
+  int *depth;                   /* sort key beside each change */
+  bool oom;
+};
+
+static void
+emit (struct out *o, const struct fsev_change *c, int depth)
+{
+  if (fsev_grow ((void **) &o->v, &o->cap, o->n + 1, sizeof *o->v) == -1) {
+    o->oom = true;
+    return;
+  }
+  o->v[o->n++] = *c;
+  int *d = realloc (o->depth, o->cap * sizeof *d);
+  if (d == NULL) {
+    o->oom = true;
+    return;
+  }
+  o->depth = d;
+  o->depth[o->n - 1] = depth;
+}
+
+static bool
+same_name (const struct fsev_name *a, const struct fsev_name *b)
+{
+  return a->parent == b->parent && a->len == b->len &&
+    memcmp (a->name, b->name, a->len) == 0;
+}
+
+/* Depth of the N-th path of INO (components), for ordering. */
+static int
+depth_of (const struct fsev_layout *L, uint32_t ino, int n)
+{
+  char path[4096];
+  if (n < 0 || fsev_layout_path (L, ino, (unsigned) n, path, sizeof path) <= 0)
+    return 0;
+  int d = 0;
+  for (const char *p = path; *p; p++)
+    d += *p == '/';
+  return d;
+}
+
+static unsigned
+attr_changes (const struct fsev_inode *a, const struct fsev_inode *b)
+{
+  unsigned c = 0;
+  if (a->mode != b->mode) c |= FSEV_ATTR_MODE;
+  if (a->uid != b->uid) c |= FSEV_ATTR_UID;
+  if (a->gid != b->gid) c |= FSEV_ATTR_GID;
+  /* Only flags users set (chattr): the kernel flips the rest itself. */
+  if ((a->flags ^ b->flags) & EXT2_FL_USER_MODIFIABLE) c |= FSEV_ATTR_FLAGS;
+  if (a->atime != b->atime || a->atime_ns != b->atime_ns) c |= FSEV_ATTR_ATIME;
+  if (a->mtime != b->mtime || a->mtime_ns != b->mtime_ns) c |= FSEV_ATTR_MTIME;
+  if (a->ctime != b->ctime || a->ctime_ns != b->ctime_ns) c |= FSEV_ATTR_CTIME;
+  if (a->crtime != b->crtime || a->crtime_ns != b->crtime_ns) c |= FSEV_ATTR_CRTIME;
+  return c;
+}
+
+/* A name that went away, to find which inode a rename replaced. */
+struct gone {
+  struct fsev_name name;
+  uint32_t ino;
+};
+
+static int
+cmp_gone (const void *a, const void *b)
+{
+  const struct gone *x = a, *y = b;
+  if (x->name.parent != y->name.parent)
+    return x->name.parent < y->name.parent ? -1 : 1;
+  size_t n = x->name.len < y->name.len ? x->name.len : y->name.len;
+  int r = memcmp (x->name.name, y->name.name, n);
+  if (r)
+    return r;
+  return x->name.len < y->name.len ? -1 : x->name.len > y->name.len;
+}
+
+static bool
+watched (const struct fsev_layout *L, uint32_t ino)
+{
+  return ino == L->root_ino || ino >= L->first_ino;
+}
+
+/* Names of INO in L (at most MAX_LINKS). */
+static unsigned
+names_of (const struct fsev_layout *L, uint32_t ino, struct fsev_name *v)
+{
+  unsigned n = fsev_layout_names (L, ino, v, MAX_LINKS);
+  return n > MAX_LINKS ? MAX_LINKS : n;
+}
+
+static void
+diff_inode (struct out *o, const struct fsev_layout *A,
+            const struct fsev_layout *B, const struct fsev_inode *a,
+            const struct fsev_inode *b, struct gone **gone, size_t *ngone,
+            size_t *gone_cap, bool collect)
+{
+  struct fsev_name na[MAX_LINKS], nb[MAX_LINKS];
+  uint32_t ino = a ? a->ino : b->ino;
+  unsigned ca = a ? names_of (A, ino, na) : 0;
+  unsigned cb = b ? names_of (B, ino, nb) : 0;
+
+  /* The same number, another inode: freed and reused in between. */
+  if (a && b && (a->generation != b->generation ||
+                 ((a->mode ^ b->mode) & 0170000))) {
+    diff_inode (o, A, B, a, NULL, gone, ngone, gone_cap, collect);
+    diff_inode (o, A, B, NULL, b, gone, ngone, gone_cap, collect);
+    return;
+  }
+
+  bool used_a[MAX_LINKS] = { false }, used_b[MAX_LINKS] = { false };
+  for (unsigned i = 0; i < ca; i++)
+    for (unsigned j = 0; j < cb; j++)
+      if (!used_b[j] && same_name (&na[i], &nb[j])) {
+        used_a[i] = used_b[j] = true;
+        break;
+      }
+
+  if (collect) {                /* first pass: names that went away */
+    for (unsigned i = 0; i < ca; i++) {
+      if (used_a[i])
+        continue;
+      if (fsev_grow ((void **) gone, gone_cap, *ngone + 1, sizeof **gone) == -1) {
+        o->oom = true;
+        return;
+      }
+      (*gone)[(*ngone)++] = (struct gone) { .name = na[i], .ino = ino };
+    }
+    return;
+  }
+
+  if (b == NULL) {              /* freed */
+    emit (o, &(struct fsev_change) {
+          .kind = FSEV_DELETE, .ino = ino, .old_inode = a,
+        .old_link = ca ? 0 : -1, .new_link = -1,
+      }, -depth_of (A, ino, ca ? 0 : -1));
+    return;
+  }
+  if (cb == 0 && ca == 0 && a == NULL)
+    return;                     /* allocated, not yet named: later */
+
+  /* Which inode held the name it takes now, if another. */
+  uint32_t replaced[MAX_LINKS] = { 0 };
+  for (unsigned j = 0; j < cb; j++) {
+    if (used_b[j] || *ngone == 0)
+      continue;
+    struct gone key = { .name = nb[j] };
+    struct gone *g = bsearch (&key, *gone, *ngone, sizeof key, cmp_gone);
+    if (g && g->ino != ino)
+      replaced[j] = g->ino;
+  }
+
+  if (ca == 0 && cb > 0) {      /* named for the first time: created */
+    emit (o, &(struct fsev_change) {
+        .kind = FSEV_CREATE, .ino = ino, .old_inode = a, .new_inode = b,
+        .old_link = -1, .new_link = 0, .replaced_ino = replaced[0],
+      }, depth_of (B, ino, 0));
+    used_b[0] = true;
+    for (unsigned j = 1; j < cb; j++)
+      emit (o, &(struct fsev_change) {
+          .kind = FSEV_LINK, .ino = ino, .old_inode = a, .new_inode = b,
+          .old_link = -1, .new_link = (int) j, .replaced_ino = replaced[j],
+        }, 0);
+    if (b->size != 0 && !LINUX_S_ISDIR (b->mode))
+      emit (o, &(struct fsev_change) {
+          .kind = FSEV_SET_SIZE, .ino = ino, .old_inode = a, .new_inode = b,
+          .old_link = -1, .new_link = 0,
+        }, 0);
+    return;
+  }
+
+  /* Removed names pair with added ones as renames; the rest are
+   * unlinks and links.
+   */
+  unsigned i = 0, j = 0;
+  for (;;) {
+    while (i < ca && used_a[i]) i++;
+    while (j < cb && used_b[j]) j++;
+    if (i >= ca || j >= cb)
+      break;
+    emit (o, &(struct fsev_change) {
+        .kind = FSEV_RENAME, .ino = ino, .old_inode = a, .new_inode = b,
+        .old_link = (int) i, .new_link = (int) j, .replaced_ino = replaced[j],
+      }, 0);
+    used_a[i] = used_b[j] = true;
+  }
+  for (; j < cb; j++)
+    if (!used_b[j])
+      emit (o, &(struct fsev_change) {
+          .kind = FSEV_LINK, .ino = ino, .old_inode = a, .new_inode = b,
+          .old_link = -1, .new_link = (int) j, .replaced_ino = replaced[j],
+        }, 0);
+  for (; i < ca; i++)
+    if (!used_a[i])
+      emit (o, &(struct fsev_change) {
+          .kind = FSEV_UNLINK, .ino = ino, .old_inode = a, .new_inode = b,
+          .old_link = (int) i, .new_link = -1,
+        }, 0);
+
+  if (a->size != b->size && !LINUX_S_ISDIR (b->mode))
+    emit (o, &(struct fsev_change) {
+        .kind = FSEV_SET_SIZE, .ino = ino, .old_inode = a, .new_inode = b,
+        .old_link = ca ? 0 : -1, .new_link = cb ? 0 : -1,
+      }, 0);
+  unsigned changed = attr_changes (a, b);
+  if (changed)
+    emit (o, &(struct fsev_change) {
+        .kind = FSEV_SET_ATTRIBUTES, .ino = ino, .old_inode = a, .new_inode = b,
+        .old_link = ca ? 0 : -1, .new_link = cb ? 0 : -1, .changed = changed,
+      }, 0);
+}
+
+int
+fsev_change_rank (enum fsev_change_kind kind)
+{
+  switch (kind) {
+  case FSEV_CREATE: return 0;
+  case FSEV_RENAME: return 1;
+  case FSEV_LINK: return 2;
+  case FSEV_SET_SIZE: return 3;
+  /* 4: data writes */
+  case FSEV_SET_ATTRIBUTES: return 5;
+  case FSEV_UNLINK: return 6;
+  case FSEV_DELETE: return 7;
+  }
+  return 8;
+}
+
+/* Stable order: rank, then depth (create: parents first; delete: the
+ * negative depth puts children first), then as found (by inode).
+ */
+struct keyed { struct fsev_change c; int depth; size_t i; };
+static int
+cmp_keyed (const void *a, const void *b)
+{
+  const struct keyed *x = a, *y = b;
+  int rx = fsev_change_rank (x->c.kind), ry = fsev_change_rank (y->c.kind);
+  if (rx != ry) return rx < ry ? -1 : 1;
+  if (x->depth != y->depth) return x->depth < y->depth ? -1 : 1;
+  return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* Walk both inode lists in order; PASS 0 collects vanished names,
+ * pass 1 emits.
+ */
+static void
+walk (struct out *o, const struct fsev_layout *A, const struct fsev_layout *B,
+      struct gone **gone, size_t *ngone, size_t *gone_cap, bool collect)
+{
+  size_t na, nb, i = 0, j = 0;
+  const struct fsev_inode *ia = fsev_layout_inodes (A, &na);
+  const struct fsev_inode *ib = fsev_layout_inodes (B, &nb);
+  while ((i < na || j < nb) && !o->oom) {
+    const struct fsev_inode *a = NULL, *b = NULL;
+    if (j >= nb || (i < na && ia[i].ino < ib[j].ino))
+      a = &ia[i++];
+    else if (i >= na || ib[j].ino < ia[i].ino)
+      b = &ib[j++];
+    else {
+      a = &ia[i++];
+      b = &ib[j++];
+    }
+    uint32_t ino = a ? a->ino : b->ino;
+    if (!watched (a ? A : B, ino))
+      continue;
+    diff_inode (o, A, B, a, b, gone, ngone, gone_cap, collect);
+  }
+}
+
+ssize_t
+fsev_diff (const struct fsev_layout *A, const struct fsev_layout *B,
+           struct fsev_change **result)
+{
+  struct out o = { 0 };
+  struct gone *gone = NULL;
+  size_t ngone = 0, gone_cap = 0;
+
+  *result = NULL;
+  walk (&o, A, B, &gone, &ngone, &gone_cap, true);
+  if (ngone > 1)
+    qsort (gone, ngone, sizeof *gone, cmp_gone);
+  if (!o.oom)
+    walk (&o, A, B, &gone, &ngone, &gone_cap, false);
+  free (gone);
+  if (o.oom) {
+    free (o.v);
+    free (o.depth);
+    return -1;
+  }
+
+  struct keyed *k = malloc ((o.n ? o.n : 1) * sizeof *k);
+  if (k == NULL) {
+    free (o.v);
+    free (o.depth);
+    return -1;
+  }
+  for (size_t i = 0; i < o.n; i++)
+    k[i] = (struct keyed) { .c = o.v[i], .depth = o.depth[i], .i = i };
+  qsort (k, o.n, sizeof *k, cmp_keyed);
+  for (size_t i = 0; i < o.n; i++)
+    o.v[i] = k[i].c;
+  free (k);
+  free (o.depth);
+  *result = o.v;
+  return (ssize_t) o.n;
+}

@@ -1,0 +1,1132 @@
+/* plugin/follow.c: following the guest through its journal.
+ *
+ * The committed view is the image plus the overlay of committed journal
+ * blocks not yet written home (fs/overlay.h).  The model (layout) is a
+ * scan of that view.  At each commit point the next view is scanned,
+ * compared with the current one (fs/diff.h) and with the bytes written
+ * to free space since (pending), and the events that follow are decided
+ * by the handlers *before* the commit block, or the metadata write on
+ * ext2, reaches the image.  A veto fails that request: the transaction
+ * never commits (the guest's journal aborts) and the model stays.
+ *
+ * Rescanning the view at each commit keeps "the model equals a fresh
+ * scan" true by construction; its cost is the price of a scan per
+ * commit (see the man page).
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "diff.h"
+#include "follow.h"
+#include "handlers.h"
+#include "jbd2.h"
+#include "layout-internal.h"
+#include "overlay.h"
+#include "paths.h"
+#include "pending.h"
+#include "util.h"
+#include "writes.h"
+
+NBDKIT_DLL_PUBLIC int fsevent_debug_check = 0;
+
+static pthread_rwlock_t model_lock;
+static struct image *image;
+static struct fsev_layout *layout;
+static struct fsev_overlay *overlay;
+static unsigned bs;
+
+/* The journal, when there is one we can follow. */
+static bool journalled;
+static struct fsev_jsuper js;
+static uint64_t jsb_offset;             /* device bytes */
+static bool head_known;
+static uint32_t head, head_seq;         /* where the next transaction starts */
+
+static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pending pending;
+
+static struct {
+  uint64_t transactions, vetoed, not_followed, rescans;
+  uint64_t commit_bytes, journal_bytes, unattributed_bytes;
+  uint64_t check_failures;
+} stats;
+
+/* --- Reading the views. --- */
+
+struct view {
+  const struct io *io;          /* a request not yet in the image, or NULL */
+  const struct fsev_overlay *ov;/* NULL: the raw image (and request) */
+};
+
+/* The image with the request's bytes on top. */
+static int
+raw_read (void *opaque, void *buf, size_t count, uint64_t offset)
+{
+  const struct view *v = opaque;
+  for (size_t done = 0; done < count; ) {
+    size_t n = count - done > (1u << 30) ? (1u << 30) : count - done;
+    if (image_pread (image, (char *) buf + done, (uint32_t) n,
+                     offset + done) == -1)
+      return -1;
+    done += n;
+  }
+  const struct io *io = v->io;
+  if (io) {
+    uint64_t from = io->offset > offset ? io->offset : offset;
+    uint64_t to = io->offset + io->count < offset + count
+      ? io->offset + io->count : offset + count;
+    if (from < to) {
+      if (io->op == FSEVENT_OP_WRITE)
+        memcpy ((char *) buf + (from - offset),
+                (const char *) io->buf + (from - io->offset), to - from);
+      else
+        memset ((char *) buf + (from - offset), 0, to - from);
+    }
+  }
+  return 0;
+}
+
+/* The committed view: raw, then the overlay. */
+static int
+committed_read (void *opaque, void *buf, size_t count, uint64_t offset)
+{
+  const struct view *v = opaque;
+  if (raw_read (opaque, buf, count, offset) == -1)
+    return -1;
+  if (v->ov && fsev_overlay_patch (v->ov, raw_read, opaque, buf, count,
+                                   offset) == -1)
+    return -1;
+  return 0;
+}
+
+struct jview {
+  struct view *v;
+  const struct fsev_layout *L;
+};
+
+static int
+jread (void *opaque, uint32_t jblk, void *buf)
+{
+  const struct jview *j = opaque;
+  uint64_t pblk = fsev_layout_journal_pblk (j->L, jblk);
+  if (pblk == 0) {
+    errno = EIO;
+    return -1;
+  }
+  return raw_read (j->v, buf, bs, pblk * bs);
+}
+
+static uint64_t
+jmap (void *opaque, uint32_t jblk)
+{
+  const struct jview *j = opaque;
+  return fsev_layout_journal_pblk (j->L, jblk);
+}
+
+static void
+build_warning (void *opaque, const char *msg)
+{
+  nbdkit_debug ("layout: warning: %s", msg);
+}
+
+/* Scan the committed view V. */
+static struct fsev_layout *
+scan (struct view *v, char *err, size_t errlen)
+{
+  struct fsev_source src = {
+    .read = committed_read, .opaque = v, .size = fsev_layout_fs_bytes (layout),
+  };
+  struct fsev_build_options opts = { .warn = build_warning, .max_warnings = 20 };
+  stats.rescans++;
+  return fsev_layout_build (&src, &opts, err, errlen);
+}
+
+/* --- Start and end. --- */
+
+static int
+replay_txn (const struct fsev_jtxn *txn, void *opaque)
+{
+  struct jview *j = opaque;
+  return fsev_overlay_apply (overlay, txn, jmap, j, j->L->fs_blocks);
+}
+
+int
+follow_init (struct image *img, struct fsev_layout *L)
+{
+  image = img;
+  layout = L;
+  bs = fsev_layout_block_size (L);
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init (&attr);
+  /* A commit waits for the writes in flight, not for every later one. */
+  pthread_rwlockattr_setkind_np (&attr,
+                                 PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init (&model_lock, &attr);
+  pthread_rwlockattr_destroy (&attr);
+  overlay = fsev_overlay_new (bs);
+  if (overlay == NULL) {
+    nbdkit_error ("out of memory");
+    return -1;
+  }
+
+  uint64_t pblk = fsev_layout_journal_ino (L)
+    ? fsev_layout_journal_pblk (L, 0) : 0;
+  if (pblk == 0) {
+    nbdkit_debug ("no journal: metadata writes are the commit points");
+    return 0;
+  }
+  unsigned char *buf = malloc (bs);
+  char err[256];
+  struct view v = { 0 };
+  if (buf == NULL || raw_read (&v, buf, bs, pblk * bs) == -1) {
+    free (buf);
+    nbdkit_error ("cannot read the journal superblock");
+    return -1;
+  }
+  if (fsev_jbd2_parse_super (buf, bs, &js, err, sizeof err) == -1) {
+    /* Followed without it: journalled metadata is then seen when it is
+     * written home (checkpoint), later than its commit.
+     */
+    free (buf);
+    nbdkit_debug ("the journal cannot be followed (%s): metadata writes "
+                  "are the commit points", err);
+    return 0;
+  }
+  free (buf);
+  journalled = true;
+  jsb_offset = pblk * bs;
+  head_seq = js.sequence;
+  nbdkit_debug ("journal: %" PRIu32 " blocks, log %" PRIu32 "..%" PRIu32
+                ", sequence %" PRIu32 ", %s%s%s",
+                js.maxlen, js.first, js.log_end, js.sequence,
+                js.start ? "needs recovery" : "clean",
+                js.csum_v3 ? ", csum v3" : js.csum_v2 ? ", csum v2" : "",
+                js.fast_commit ? ", fast commit (followed at full commits)" : "");
+  if (js.start == 0)
+    return 0;
+
+  /* Recovery is replayed into the overlay, never into the image. */
+  struct jview jv = { .v = &v, .L = L };
+  uint32_t next, next_seq;
+  int n = fsev_jbd2_walk (&js, jread, &jv, replay_txn, &jv, &next, &next_seq);
+  if (n < 0) {
+    nbdkit_error ("cannot replay the journal");
+    return -1;
+  }
+  head = next;
+  head_seq = next_seq;
+  head_known = true;
+  nbdkit_debug ("journal: %d committed transactions replayed into the "
+                "committed view (%zu blocks)", n, overlay->n);
+  if (overlay->n) {
+    struct view cv = { .ov = overlay };
+    struct fsev_layout *nl = scan (&cv, err, sizeof err);
+    if (nl == NULL) {
+      nbdkit_error ("the filesystem after journal recovery: %s", err);
+      return -1;
+    }
+    fsev_layout_free (layout);
+    layout = nl;
+  }
+  return 0;
+}
+
+void
+follow_fini (void)
+{
+  if (layout == NULL)
+    return;
+  pending_normalise (&pending);
+  if (pending.bytes) {
+    struct log_batch lb;
+    log_batch_init (&lb);
+    for (size_t i = 0; i < pending.n; i++)
+      log_unattributed (&lb, pending.v[i].offset, pending.v[i].length,
+                        "shutdown");
+    log_commit (&lb);
+    stats.unattributed_bytes += pending.bytes;
+    nbdkit_debug ("%" PRIu64 " bytes written to free space never became "
+                  "part of a file (unattributed)", pending.bytes);
+  }
+  follow_log_stats ();
+  pending_free (&pending);
+  fsev_overlay_free (overlay);
+  overlay = NULL;
+  fsev_layout_free (layout);
+  layout = NULL;
+}
+
+void
+follow_log_stats (void)
+{
+  nbdkit_debug ("follow: %" PRIu64 " transactions, %" PRIu64 " vetoed, %"
+                PRIu64 " not followed, %" PRIu64 " rescans; attributed at "
+                "commit %" PRIu64 " bytes, from the journal %" PRIu64
+                " bytes; unattributed %" PRIu64 " bytes%s",
+                stats.transactions, stats.vetoed, stats.not_followed,
+                stats.rescans, stats.commit_bytes, stats.journal_bytes,
+                stats.unattributed_bytes,
+                stats.check_failures ? "; MODEL CHECK FAILURES" : "");
+}
+
+void follow_lock_shared (void) { pthread_rwlock_rdlock (&model_lock); }
+void follow_lock_exclusive (void) { pthread_rwlock_wrlock (&model_lock); }
+void follow_unlock (void) { pthread_rwlock_unlock (&model_lock); }
+const struct fsev_layout *follow_layout (void) { return layout; }
+
+/* --- Which requests need the exclusive path. --- */
+
+static bool
+is_metadata (enum fsev_role r)
+{
+  switch (r) {
+  case FSEV_ROLE_SUPERBLOCK: case FSEV_ROLE_GROUP_DESCRIPTORS:
+  case FSEV_ROLE_RESERVED_GDT: case FSEV_ROLE_BLOCK_BITMAP:
+  case FSEV_ROLE_INODE_BITMAP: case FSEV_ROLE_INODE_TABLE:
+  case FSEV_ROLE_EXTENT_TREE: case FSEV_ROLE_INDIRECT:
+  case FSEV_ROLE_DIRECTORY: case FSEV_ROLE_XATTR:
+    return true;
+  default:
+    return false;
+  }
+}
+
+/* The new bytes of IO at [OFFSET, OFFSET+LEN) into BUF. */
+static void
+new_bytes (const struct io *io, void *buf, uint64_t offset, uint64_t len)
+{
+  if (io->op == FSEVENT_OP_WRITE)
+    memcpy (buf, (const char *) io->buf + (offset - io->offset), len);
+  else
+    memset (buf, 0, len);
+}
+
+/* Does IO change the committed content of a metadata block that the
+ * overlay does not hold?  (Blocks the overlay holds are checkpoints:
+ * recovery would put the journal copy back anyway.)
+ */
+static bool
+changes_metadata (const struct io *io, const struct fsev_segment *seg)
+{
+  unsigned char old[65536], neu[65536];
+  if (bs > sizeof old)
+    return true;
+  for (uint64_t off = seg->offset; off < seg->offset + seg->length; ) {
+    uint64_t blk = off / bs;
+    uint64_t end = (blk + 1) * bs;
+    if (end > seg->offset + seg->length)
+      end = seg->offset + seg->length;
+    if (fsev_overlay_find (overlay, blk) == NULL) {
+      struct view v = { 0 };
+      if (raw_read (&v, old, end - off, off) == -1)
+        return true;
+      new_bytes (io, neu, off, end - off);
+      if (memcmp (old, neu, end - off) != 0)
+        return true;
+    }
+    off = end;
+  }
+  return false;
+}
+
+/* Is there a commit block among IO's whole blocks in SEG? */
+static bool
+has_commit_block (const struct io *io, const struct fsev_segment *seg)
+{
+  if (io->op != FSEVENT_OP_WRITE)
+    return false;
+  uint64_t first = (seg->offset + bs - 1) / bs * bs;
+  for (uint64_t off = first; off + bs <= seg->offset + seg->length; off += bs) {
+    uint32_t type, seq;
+    if (fsev_jbd2_header ((const char *) io->buf + (off - io->offset),
+                          &type, &seq) && type == FSEV_JBD2_COMMIT)
+      return true;
+  }
+  return false;
+}
+
+bool
+follow_segment_needs_exclusive (const struct io *io,
+                                const struct fsev_segment *seg)
+{
+  if (seg->role == FSEV_ROLE_JOURNAL) {
+    if (!journalled || (seg->flags & FSEV_SEG_JOURNAL_FC))
+      return false;             /* fast commits: followed at full commits */
+    if (seg->flags & FSEV_SEG_JOURNAL_SB)
+      return true;
+    return fsev_overlay_refers (overlay, seg->offset, seg->length) ||
+      has_commit_block (io, seg);
+  }
+  if (is_metadata (seg->role))
+    return changes_metadata (io, seg);
+  return false;
+}
+
+bool
+follow_is_checkpoint (const struct io *io, const struct fsev_segment *seg)
+{
+  unsigned char cur[65536], neu[65536];
+  if (overlay->n == 0 || bs > sizeof cur)
+    return false;
+  for (uint64_t off = seg->offset; off < seg->offset + seg->length; ) {
+    uint64_t blk = off / bs;
+    uint64_t end = (blk + 1) * bs;
+    if (end > seg->offset + seg->length)
+      end = seg->offset + seg->length;
+    const struct fsev_overlay_entry *e = fsev_overlay_find (overlay, blk);
+    struct view v = { 0 };
+    if (e == NULL || fsev_overlay_read_entry (overlay, e, raw_read, &v, cur) == -1)
+      return false;
+    new_bytes (io, neu, off, end - off);
+    if (memcmp (cur + (off - blk * bs), neu, end - off) != 0)
+      return false;
+    off = end;
+  }
+  return true;
+}
+
+/* --- Pending free-space bytes. --- */
+
+void
+follow_pending_add (uint64_t offset, uint64_t length)
+{
+  pthread_mutex_lock (&pending_lock);
+  if (pending_add (&pending, offset, length) == -1)
+    nbdkit_error ("out of memory: %" PRIu64 " bytes at %" PRIu64
+                  " will not be attributed", length, offset);
+  pthread_mutex_unlock (&pending_lock);
+}
+
+struct give_up {
+  struct log_batch *lb;
+  const char *reason;
+};
+
+static void
+given_up (uint64_t offset, uint64_t length, void *opaque)
+{
+  struct give_up *g = opaque;
+  log_unattributed (g->lb, offset, length, g->reason);
+  __atomic_fetch_add (&stats.unattributed_bytes, length, __ATOMIC_RELAXED);
+  nbdkit_debug ("unattributed: %" PRIu64 " bytes at %" PRIu64 " (%s)",
+                length, offset, g->reason);
+}
+
+void
+follow_pending_drop (uint64_t offset, uint64_t length, const char *reason,
+                     struct log_batch *lb)
+{
+  struct give_up g = { lb, reason };
+  pthread_mutex_lock (&pending_lock);
+  pending_normalise (&pending);
+  pending_remove (&pending, offset, length, given_up, &g);
+  pthread_mutex_unlock (&pending_lock);
+}
+
+/* --- The plan of a commit point. --- */
+
+struct item {
+  bool is_change;
+  int rank;
+  struct fsevent_write w;
+  struct fsevent_change c;
+  char **names;
+  char *file, *new_file;
+  void *data;                   /* buffer owned by the item */
+  bool freed_inode;             /* delete: drop its file contexts after */
+};
+
+struct follow_plan {
+  struct conn *conn;
+  struct fsev_overlay *ov;      /* the next overlay, or NULL: unchanged */
+  struct fsev_layout *L;        /* the next model, or NULL: unchanged */
+  bool new_js;
+  struct fsev_jsuper js;
+  bool new_head;
+  uint32_t head, head_seq;
+  bool journal_clean;           /* give up what is still pending */
+  uint64_t sequence;
+  unsigned ntxns;
+  struct item *items;
+  size_t n, cap, decided;
+  struct pending kept;          /* pending after this commit */
+  bool have_kept;
+  bool oom;
+};
+
+static struct item *
+new_item (struct follow_plan *p)
+{
+  if (fsev_grow ((void **) &p->items, &p->cap, p->n + 1, sizeof *p->items) == -1) {
+    p->oom = true;
+    return NULL;
+  }
+  struct item *it = &p->items[p->n++];
+  memset (it, 0, sizeof *it);
+  return it;
+}
+
+static void
+free_plan (struct follow_plan *p)
+{
+  if (p == NULL)
+    return;
+  for (size_t i = 0; i < p->n; i++) {
+    free (p->items[i].names);
+    free (p->items[i].file);
+    free (p->items[i].new_file);
+    free (p->items[i].data);
+  }
+  free (p->items);
+  fsev_overlay_free (p->ov);
+  fsev_layout_free (p->L);
+  pending_free (&p->kept);
+  free (p);
+}
+
+static void
+set_attrs (struct fsevent_attributes *a, const struct fsev_inode *i)
+{
+  if (i == NULL)
+    return;
+  *a = (struct fsevent_attributes) {
+    .mode = i->mode, .uid = i->uid, .gid = i->gid, .flags = i->flags,
+    .links = i->links, .size = i->size,
+    .atime = { i->atime, i->atime_ns }, .mtime = { i->mtime, i->mtime_ns },
+    .ctime = { i->ctime, i->ctime_ns }, .crtime = { i->crtime, i->crtime_ns },
+  };
+}
+
+/* A namespace change as an event item. */
+static void
+add_change (struct follow_plan *p, const struct fsev_layout *A,
+            const struct fsev_layout *B, const struct fsev_change *ch)
+{
+  struct item *it = new_item (p);
+  if (it == NULL)
+    return;
+  it->is_change = true;
+  it->rank = fsev_change_rank (ch->kind);
+  struct fsevent_change *c = &it->c;
+  *c = (struct fsevent_change) {
+    .struct_size = sizeof *c,
+    .phase = FSEVENT_BEFORE,
+    .ino = ch->ino,
+    .replaced_ino = ch->replaced_ino,
+    .changed = ch->changed,
+    .timestamps_only = ch->kind == FSEV_SET_ATTRIBUTES &&
+      (ch->changed & ~FSEV_ATTR_TIMES) == 0,
+    .sequence = p->sequence,
+    .handle_info = &p->conn->info,
+  };
+  switch (ch->kind) {
+  case FSEV_CREATE: c->kind = FSEVENT_CREATE; break;
+  case FSEV_DELETE: c->kind = FSEVENT_DELETE; break;
+  case FSEV_LINK: c->kind = FSEVENT_LINK; break;
+  case FSEV_UNLINK: c->kind = FSEVENT_UNLINK; break;
+  case FSEV_RENAME: c->kind = FSEVENT_RENAME; break;
+  case FSEV_SET_SIZE: c->kind = FSEVENT_SET_SIZE; break;
+  case FSEV_SET_ATTRIBUTES: c->kind = FSEVENT_SET_ATTRIBUTES; break;
+  }
+  set_attrs (&c->old_attributes, ch->old_inode);
+  set_attrs (&c->attributes, ch->new_inode);
+
+  /* Paths: a new name is found in the new model, an old one in the old. */
+  switch (ch->kind) {
+  case FSEV_CREATE:
+    it->names = paths_of (B, ch->ino);
+    it->file = path_of_link (B, ch->ino, ch->new_link);
+    break;
+  case FSEV_LINK:
+    it->names = paths_of (B, ch->ino);
+    it->file = fsev_layout_names (A, ch->ino, NULL, 0) && ch->old_inode
+      ? path_of_link (A, ch->ino, 0) : path_of_link (B, ch->ino, 0);
+    it->new_file = path_of_link (B, ch->ino, ch->new_link);
+    break;
+  case FSEV_RENAME:
+    it->names = paths_of (A, ch->ino);
+    it->file = path_of_link (A, ch->ino, ch->old_link);
+    it->new_file = path_of_link (B, ch->ino, ch->new_link);
+    break;
+  case FSEV_UNLINK:
+  case FSEV_DELETE:
+    it->names = paths_of (A, ch->ino);
+    it->file = path_of_link (A, ch->ino, ch->old_link);
+    it->freed_inode = ch->kind == FSEV_DELETE;
+    break;
+  case FSEV_SET_SIZE:
+  case FSEV_SET_ATTRIBUTES:
+    /* Named before (or, for a new file, only now). */
+    if (ch->old_link >= 0 || ch->new_link < 0) {
+      it->names = paths_of (A, ch->ino);
+      it->file = path_of_link (A, ch->ino, ch->old_link);
+    }
+    else {
+      it->names = paths_of (B, ch->ino);
+      it->file = path_of_link (B, ch->ino, ch->new_link);
+    }
+    break;
+  }
+  if (it->names == NULL || it->file == NULL ||
+      ((ch->kind == FSEV_LINK || ch->kind == FSEV_RENAME) && it->new_file == NULL)) {
+    p->oom = true;
+    return;
+  }
+  c->file_name = it->file;
+  c->file_names = (const char *const *) it->names;
+  c->new_file_name = it->new_file;
+  if (ch->replaced_ino)
+    c->replaced_file_name = it->new_file;
+}
+
+/* New data given to a file at this commit: one event per contiguous
+ * (inode, position) range.
+ */
+static void
+add_data (struct follow_plan *p, const struct fsev_layout *B,
+          enum fsevent_direction dir, uint32_t ino, uint64_t position,
+          uint64_t offset, uint64_t length)
+{
+  if (p->n > 0) {
+    struct item *last = &p->items[p->n - 1];
+    struct fsevent_write *w = &last->w;
+    if (!last->is_change && w->direction == dir && w->ino == ino &&
+        w->device_offset + w->bytes_to_write == offset &&
+        w->position + w->bytes_to_write == position) {
+      w->bytes_to_write += length;
+      return;
+    }
+  }
+  struct item *it = new_item (p);
+  if (it == NULL)
+    return;
+  it->rank = 4;
+  it->w = (struct fsevent_write) {
+    .struct_size = sizeof it->w,
+    .phase = FSEVENT_BEFORE,
+    .direction = dir,
+    .operation = FSEVENT_OP_WRITE,
+    .ino = ino,
+    .position = position,
+    .bytes_to_write = length,
+    .device_offset = offset,
+    .sequence = p->sequence,
+    .handle_info = &p->conn->info,
+  };
+  it->names = paths_of (B, ino);
+  if (it->names == NULL) {
+    p->oom = true;
+    return;
+  }
+  it->w.file_name = it->names[0] ? it->names[0] : "";
+  it->w.file_names = (const char *const *) it->names;
+}
+
+/* Pending bytes that the new model B gives to files become commit
+ * events; what is still free stays pending.
+ */
+struct sift {
+  struct follow_plan *p;
+  const struct fsev_layout *B;
+};
+
+static int
+sift_segment (const struct fsev_segment *seg, void *opaque)
+{
+  struct sift *s = opaque;
+  struct follow_plan *p = s->p;
+  if (seg->role == FSEV_ROLE_FREE) {
+    if (pending_add (&p->kept, seg->offset, seg->length) == -1)
+      p->oom = true;
+  }
+  else if (seg->role == FSEV_ROLE_DATA && !(seg->flags & FSEV_SEG_BEYOND_EOF) &&
+           !(seg->flags & FSEV_SEG_DUP)) {
+    add_data (p, s->B, FSEVENT_COMMIT, seg->ino, seg->position, seg->offset,
+              seg->length);
+  }
+  /* Anything else (metadata, past the end of a file) is owned now but
+   * is no file data: nothing to attribute.
+   */
+  return 0;
+}
+
+/* Logged data blocks (data=journal) that B gives to files. */
+struct jdata {
+  struct follow_plan *p;
+  const struct fsev_layout *B;
+};
+
+static int
+jdata_segment (const struct fsev_segment *seg, void *opaque)
+{
+  struct jdata *j = opaque;
+  if (seg->role == FSEV_ROLE_DATA && !(seg->flags & FSEV_SEG_BEYOND_EOF) &&
+      !(seg->flags & FSEV_SEG_DUP))
+    add_data (j->p, j->B, FSEVENT_JOURNAL, seg->ino, seg->position,
+              seg->offset, seg->length);
+  return 0;
+}
+
+/* Find and parse the transaction whose commit block for SEQ is at
+ * journal block CJBLK.  Normally it starts where the last one ended;
+ * otherwise (first transaction after mount) walk back to its start.
+ */
+static bool
+find_txn (struct jview *jv, uint32_t cjblk, uint32_t seq,
+          uint32_t hint, bool hint_ok, struct fsev_jtxn *txn)
+{
+  char err[256];
+  if (hint_ok) {
+    enum fsev_jresult r = fsev_jbd2_parse_txn (&js, jread, jv, hint, seq, txn,
+                                               err, sizeof err);
+    if (r == FSEV_J_OK && txn->commit_jblk == cjblk)
+      return true;
+    if (r == FSEV_J_OK)
+      fsev_jtxn_free (txn);
+  }
+  unsigned char *buf = malloc (bs);
+  if (buf == NULL)
+    return false;
+  uint32_t loglen = js.log_end - js.first, pos = cjblk, start = 0;
+  bool found = false;
+  for (uint32_t steps = 0; steps < loglen; steps++) {
+    pos = pos == js.first ? js.log_end - 1 : pos - 1;
+    uint32_t type, s;
+    if (jread (jv, pos, buf) == -1)
+      break;
+    if (!fsev_jbd2_header (buf, &type, &s))
+      continue;                 /* a logged block */
+    if (s != seq)
+      break;                    /* the transaction before */
+    if (type == FSEV_JBD2_DESCRIPTOR || type == FSEV_JBD2_REVOKE) {
+      start = pos;
+      found = true;
+    }
+  }
+  free (buf);
+  if (!found)
+    return false;
+  enum fsev_jresult r = fsev_jbd2_parse_txn (&js, jread, jv, start, seq, txn,
+                                             err, sizeof err);
+  if (r == FSEV_J_OK && txn->commit_jblk == cjblk)
+    return true;
+  if (r == FSEV_J_OK)
+    fsev_jtxn_free (txn);
+  nbdkit_debug ("journal: transaction %" PRIu32 " committing at block %"
+                PRIu32 " cannot be parsed: %s", seq, cjblk,
+                r == FSEV_J_OK ? "it ends elsewhere" : err);
+  return false;
+}
+
+struct prep {
+  struct follow_plan *p;
+  const struct io *io;
+  struct jview jv;
+  struct fsev_jtxn *txns;
+  size_t ntxns, cap;
+  bool rescan;
+  bool oom;
+};
+
+static struct fsev_overlay *
+next_overlay (struct follow_plan *p)
+{
+  if (p->ov == NULL)
+    p->ov = fsev_overlay_clone (overlay);
+  if (p->ov == NULL)
+    p->oom = true;
+  return p->ov;
+}
+
+/* Expired entries whose home does not hold the committed copy change
+ * the committed view (a guest that moved its tail too early).
+ */
+struct expire_check {
+  struct view *raw;
+  const struct fsev_overlay *ov;
+  bool differs;
+};
+
+static void
+check_expired (const struct fsev_overlay_entry *e, void *opaque)
+{
+  struct expire_check *x = opaque;
+  unsigned char a[65536], b[65536];
+  if (x->differs || bs > sizeof a)
+    return;
+  if (fsev_overlay_read_entry (x->ov, e, raw_read, x->raw, a) == -1 ||
+      raw_read (x->raw, b, bs, e->fsblk * bs) == -1 ||
+      memcmp (a, b, bs) != 0)
+    x->differs = true;
+}
+
+static int
+prep_segment (const struct fsev_segment *seg, void *opaque)
+{
+  struct prep *pr = opaque;
+  struct follow_plan *p = pr->p;
+  const struct io *io = pr->io;
+
+  if (is_metadata (seg->role)) {
+    if (changes_metadata (io, seg))
+      pr->rescan = true;
+    return 0;
+  }
+  if (seg->role != FSEV_ROLE_JOURNAL || !journalled ||
+      (seg->flags & FSEV_SEG_JOURNAL_FC))
+    return 0;
+
+  if (seg->flags & FSEV_SEG_JOURNAL_SB) {
+    char err[256];
+    unsigned char *buf = malloc (bs);
+    if (buf == NULL) {
+      pr->oom = true;
+      return -1;
+    }
+    int r = raw_read (pr->jv.v, buf, bs, jsb_offset);
+    struct fsev_jsuper nj;
+    if (r == 0 && fsev_jbd2_parse_super (buf, bs, &nj, err, sizeof err) == 0) {
+      struct fsev_overlay *ov = next_overlay (p);
+      if (ov) {
+        struct expire_check x = { .raw = pr->jv.v, .ov = ov };
+        fsev_overlay_expire (ov, nj.sequence, nj.start == 0, check_expired, &x);
+        if (x.differs)
+          pr->rescan = true;
+      }
+      p->new_js = true;
+      p->js = nj;
+      if (nj.start == 0)
+        p->journal_clean = true;
+      else if (!head_known && !p->new_head) {
+        p->new_head = true;
+        p->head = nj.start;
+        p->head_seq = nj.sequence;
+      }
+    }
+    else
+      nbdkit_debug ("journal: the guest wrote a journal superblock that "
+                    "does not parse (%s): kept the last good one",
+                    r == 0 ? err : "read error");
+    free (buf);
+    return 0;
+  }
+
+  /* The log: commit blocks among the request's whole blocks. */
+  if (io->op != FSEVENT_OP_WRITE)
+    return 0;
+  uint64_t first = (seg->offset + bs - 1) / bs * bs;
+  for (uint64_t off = first; off + bs <= seg->offset + seg->length; off += bs) {
+    uint32_t type, seq;
+    if (!fsev_jbd2_header ((const char *) io->buf + (off - io->offset),
+                           &type, &seq) || type != FSEV_JBD2_COMMIT)
+      continue;
+    uint32_t cjblk = (uint32_t) ((seg->position + (off - seg->offset)) / bs);
+    uint32_t hint = p->new_head ? p->head : head;
+    bool hint_ok = (p->new_head || head_known) &&
+      (p->new_head ? p->head_seq : head_seq) == seq;
+    struct fsev_jtxn txn;
+    if (!find_txn (&pr->jv, cjblk, seq, hint, hint_ok, &txn)) {
+      stats.not_followed++;
+      continue;
+    }
+    struct fsev_overlay *ov = next_overlay (p);
+    if (ov == NULL ||
+        fsev_overlay_apply (ov, &txn, jmap, &pr->jv, layout->fs_blocks) == -1 ||
+        fsev_grow ((void **) &pr->txns, &pr->cap, pr->ntxns + 1,
+                   sizeof *pr->txns) == -1) {
+      fsev_jtxn_free (&txn);
+      pr->oom = true;
+      return -1;
+    }
+    pr->txns[pr->ntxns++] = txn;
+    p->new_head = true;
+    p->head = txn.next;
+    p->head_seq = seq + 1;
+    p->sequence = seq;
+    p->ntxns++;
+  }
+  return 0;
+}
+
+struct follow_plan *
+follow_prepare (const struct io *io, struct conn *conn, int *err)
+{
+  struct follow_plan *p = calloc (1, sizeof *p);
+  if (p == NULL) {
+    *err = ENOMEM;
+    return NULL;
+  }
+  p->conn = conn;
+  struct view raw = { .io = io };
+  struct prep pr = { .p = p, .io = io, .jv = { .v = &raw, .L = layout } };
+
+  /* Journal blocks the overlay still needs get copies before the guest
+   * overwrites them (the old content: the image without this request).
+   */
+  struct view old = { 0 };
+  if (fsev_overlay_refers (overlay, io->offset, io->count) &&
+      fsev_overlay_materialize (overlay, raw_read, &old, io->offset,
+                                io->count) == -1)
+    goto oom;
+
+  fsev_layout_lookup (layout, io->offset, io->count, prep_segment, &pr);
+  if (pr.oom || p->oom)
+    goto oom;
+
+  if (pr.ntxns || pr.rescan) {
+    char msg[256];
+    struct view cv = { .io = io, .ov = p->ov ? p->ov : overlay };
+    p->L = scan (&cv, msg, sizeof msg);
+    if (p->L == NULL)
+      nbdkit_debug ("the committed view no longer holds a filesystem we can "
+                    "map (%s): the model stays as it was", msg);
+  }
+  if (p->L) {
+    /* Namespace changes. */
+    struct fsev_change *ch;
+    ssize_t nch = fsev_diff (layout, p->L, &ch);
+    if (nch < 0)
+      goto oom;
+    ssize_t i = 0;
+    for (; i < nch && fsev_change_rank (ch[i].kind) < 4; i++)
+      add_change (p, layout, p->L, &ch[i]);
+    /* New data: pending bytes the new model gives to files. */
+    pthread_mutex_lock (&pending_lock);
+    pending_normalise (&pending);
+    struct sift s = { p, p->L };
+    for (size_t k = 0; k < pending.n && !p->oom; k++)
+      fsev_layout_lookup (p->L, pending.v[k].offset, pending.v[k].length,
+                          sift_segment, &s);
+    pthread_mutex_unlock (&pending_lock);
+    p->have_kept = true;
+    /* Logged data (data=journal). */
+    struct jdata jd = { p, p->L };
+    for (size_t t = 0; t < pr.ntxns; t++)
+      for (size_t k = 0; k < pr.txns[t].ntags; k++) {
+        const struct fsev_jtag *tag = &pr.txns[t].tags[k];
+        if (tag->csum_ok && tag->fsblk < p->L->fs_blocks)
+          fsev_layout_lookup (p->L, tag->fsblk * bs, bs, jdata_segment, &jd);
+      }
+    for (; i < nch; i++)
+      add_change (p, layout, p->L, &ch[i]);
+    free (ch);
+  }
+  for (size_t t = 0; t < pr.ntxns; t++)
+    fsev_jtxn_free (&pr.txns[t]);
+  free (pr.txns);
+  pr.txns = NULL;
+  if (p->oom)
+    goto oom;
+
+  /* Handlers that read data get the bytes: read back from the image
+   * (pending data is there already) or from the journal's copies.
+   */
+  if (handlers_want_data ()) {
+    struct view cv = { .io = io, .ov = p->ov ? p->ov : overlay };
+    for (size_t k = 0; k < p->n; k++) {
+      struct item *it = &p->items[k];
+      if (it->is_change || it->w.bytes_to_write > (64u << 20))
+        continue;               /* huge ranges: no buffer (documented) */
+      it->data = malloc (it->w.bytes_to_write ? it->w.bytes_to_write : 1);
+      if (it->data == NULL)
+        goto oom;
+      if (committed_read (&cv, it->data, it->w.bytes_to_write,
+                          it->w.device_offset) == -1) {
+        *err = EIO;
+        free_plan (p);
+        return NULL;
+      }
+      it->w.buffer = it->data;
+    }
+  }
+  return p;
+
+ oom:
+  for (size_t t = 0; t < pr.ntxns; t++)
+    fsev_jtxn_free (&pr.txns[t]);
+  free (pr.txns);
+  free_plan (p);
+  nbdkit_error ("out of memory while following the journal");
+  *err = ENOMEM;
+  return NULL;
+}
+
+int
+follow_plan_before (struct follow_plan *p, struct log_batch *lb)
+{
+  if (p == NULL)
+    return 0;
+  for (size_t i = 0; i < p->n; i++) {
+    struct item *it = &p->items[i];
+    int veto;
+    if (it->is_change) {
+      handlers_before_change (&it->c, p->conn->contexts);
+      veto = it->c.result_code;
+      log_change (lb, &it->c);
+    }
+    else {
+      handlers_before_write (&it->w, p->conn->contexts);
+      veto = it->w.result_code;
+      log_event (lb, "write", &it->w);
+    }
+    p->decided = i + 1;
+    if (veto) {
+      nbdkit_debug ("transaction %" PRIu64 " vetoed at %s of %s: %s",
+                    p->sequence,
+                    it->is_change ? log_change_name (it->c.kind) : "write",
+                    it->is_change ? it->c.file_name : it->w.file_name,
+                    strerror (veto));
+      return veto;
+    }
+  }
+  return 0;
+}
+
+/* -D fsevent.check=1: the overlay against a fresh replay of the
+ * journal from its tail, and the model against a fresh scan.
+ */
+static void
+check_model (void)
+{
+  char err[256];
+  struct view raw = { 0 };
+  struct jview jv = { .v = &raw, .L = layout };
+  struct fsev_overlay *saved = overlay;
+  const char *what = NULL;
+
+  overlay = fsev_overlay_new (bs);
+  if (overlay == NULL) {
+    overlay = saved;
+    return;
+  }
+  if (journalled && js.start != 0 &&
+      fsev_jbd2_walk (&js, jread, &jv, replay_txn, &jv, NULL, NULL) < 0)
+    what = "the journal does not replay";
+  struct fsev_overlay *fresh = overlay;
+  overlay = saved;
+  /* Entries must match; blocks already home may be missing from either
+   * side only if home holds the same bytes.
+   */
+  unsigned char a[65536], b[65536];
+  for (size_t i = 0; what == NULL && i < saved->n && bs <= sizeof a; i++) {
+    const struct fsev_overlay_entry *e = &saved->e[i];
+    const struct fsev_overlay_entry *f = fsev_overlay_find (fresh, e->fsblk);
+    fsev_overlay_read_entry (saved, e, raw_read, &raw, a);
+    if (f)
+      fsev_overlay_read_entry (fresh, f, raw_read, &raw, b);
+    else
+      raw_read (&raw, b, bs, e->fsblk * bs);
+    if (memcmp (a, b, bs) != 0)
+      what = "the overlay differs from a fresh replay of the journal";
+  }
+  if (what == NULL) {
+    struct view cv = { .ov = fresh };
+    struct fsev_layout *L2 = scan (&cv, err, sizeof err);
+    if (L2 == NULL)
+      what = "the committed view does not scan";
+    else {
+      struct fsev_change *ch;
+      ssize_t n = fsev_diff (layout, L2, &ch);
+      size_t nr, nr2;
+      fsev_layout_inodes (layout, &nr);
+      fsev_layout_inodes (L2, &nr2);
+      if (n != 0 || nr != nr2 || layout->nruns != L2->nruns ||
+          memcmp (layout->runs, L2->runs, layout->nruns * sizeof *layout->runs))
+        what = "the model differs from a fresh scan";
+      if (n > 0)
+        free (ch);
+      fsev_layout_free (L2);
+    }
+  }
+  fsev_overlay_free (fresh);
+  if (what) {
+    stats.check_failures++;
+    nbdkit_error ("model check failed after transaction %" PRIu32 ": %s",
+                  head_seq - 1, what);
+  }
+  else
+    nbdkit_debug ("model check passed (%zu overlay blocks)", overlay->n);
+}
+
+void
+follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
+{
+  if (p == NULL)
+    return;
+  if (status == 0) {
+    if (p->ov) {
+      fsev_overlay_free (overlay);
+      overlay = p->ov;
+      p->ov = NULL;
+    }
+    if (p->L) {
+      fsev_layout_free (layout);
+      layout = p->L;
+      p->L = NULL;
+    }
+    if (p->new_js)
+      js = p->js;
+    if (p->new_head) {
+      head = p->head;
+      head_seq = p->head_seq;
+      head_known = true;
+    }
+    stats.transactions += p->ntxns;
+    pthread_mutex_lock (&pending_lock);
+    if (p->have_kept) {
+      /* What was attributed leaves the set; requests that added to it
+       * meanwhile cannot exist (we hold the model exclusively).
+       */
+      pending_free (&pending);
+      pending = p->kept;
+      memset (&p->kept, 0, sizeof p->kept);
+    }
+    if (p->journal_clean) {
+      struct give_up g = { lb, "journal-clean" };
+      pending_normalise (&pending);
+      for (size_t i = 0; i < pending.n; i++)
+        given_up (pending.v[i].offset, pending.v[i].length, &g);
+      pending_free (&pending);
+    }
+    pthread_mutex_unlock (&pending_lock);
+  }
+  else if (p->ntxns)
+    stats.vetoed += p->ntxns;
+
+  for (size_t i = 0; i < p->decided; i++) {
+    struct item *it = &p->items[i];
+    if (it->is_change) {
+      it->c.phase = FSEVENT_AFTER;
+      it->c.status = status;
+      it->c.result_code = 0;
+      handlers_after_change (&it->c, p->conn->contexts);
+      log_change (lb, &it->c);
+      if (status == 0 && it->freed_inode)
+        handlers_inode_freed (it->c.ino);
+    }
+    else {
+      it->w.phase = FSEVENT_AFTER;
+      it->w.status = status;
+      it->w.bytes_written = status == 0 ? it->w.bytes_to_write : 0;
+      it->w.result_code = 0;
+      if (status == 0)
+        *(it->w.direction == FSEVENT_JOURNAL ? &stats.journal_bytes
+          : &stats.commit_bytes) += it->w.bytes_to_write;
+      handlers_after_write (&it->w, p->conn->contexts);
+      log_event (lb, "write", &it->w);
+    }
+  }
+  bool changed = status == 0 && (p->ntxns || p->new_js);
+  free_plan (p);
+  if (changed && fsevent_debug_check)
+    check_model ();
+}

@@ -1,0 +1,81 @@
+/* plugin/follow.h: following the guest through its journal.
+ *
+ * The model (layout and committed overlay) changes only at commit
+ * points: a jbd2 commit block on ext3/ext4, a metadata write that
+ * changes the committed view on ext2 (or outside the journal).  Those
+ * requests take the model exclusively; every other request holds it
+ * shared, so a commit sees no write in flight and every write sees one
+ * model from start to end.
+ */
+#ifndef FSEVENT_FOLLOW_H
+#define FSEVENT_FOLLOW_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fsevent.h"
+#include "image.h"
+#include "layout.h"
+#include "log.h"
+
+struct conn;
+
+/* One client request. */
+struct io {
+  enum fsevent_operation op;
+  const void *buf;
+  uint32_t count;
+  uint64_t offset;
+  bool may_trim, fast, fua;
+};
+
+/* Debug switch -D fsevent.check=1: check the model after every
+ * transaction against a fresh replay and scan.
+ */
+extern int fsevent_debug_check;
+
+/* Start following: replay a journal that needs recovery into the
+ * overlay (never into the image) and rebuild the model from the
+ * committed view.  Takes ownership of LAYOUT.  0 or -1.
+ */
+extern int follow_init (struct image *img, struct fsev_layout *layout);
+/* Give up what is still pending (summary) and free the model. */
+extern void follow_fini (void);
+
+extern void follow_lock_shared (void);
+extern void follow_lock_exclusive (void);
+extern void follow_unlock (void);
+extern const struct fsev_layout *follow_layout (void);
+
+/* Shared lock held: does segment SEG of request IO need the exclusive
+ * path (a commit block, a journal superblock, a journal block the
+ * overlay still needs, a metadata change outside the journal)?
+ */
+extern bool follow_segment_needs_exclusive (const struct io *io,
+                                            const struct fsev_segment *seg);
+/* Shared lock held: are these data bytes a checkpoint of a journalled
+ * copy (data=journal), already attributed at the commit?
+ */
+extern bool follow_is_checkpoint (const struct io *io,
+                                  const struct fsev_segment *seg);
+
+/* Exclusive lock held: the commit-time decisions request IO carries. */
+struct follow_plan;
+extern struct follow_plan *follow_prepare (const struct io *io,
+                                           struct conn *conn, int *err);
+/* Run the before phase of the plan's events; the errno of a veto or 0. */
+extern int follow_plan_before (struct follow_plan *p, struct log_batch *lb);
+/* After the I/O: install the plan when STATUS is 0, then run the after
+ * phase.  Frees the plan.
+ */
+extern void follow_plan_finish (struct follow_plan *p, struct log_batch *lb,
+                                int status);
+
+/* Free-space bookkeeping (shared lock held). */
+extern void follow_pending_add (uint64_t offset, uint64_t length);
+extern void follow_pending_drop (uint64_t offset, uint64_t length,
+                                 const char *reason, struct log_batch *lb);
+
+extern void follow_log_stats (void);
+
+#endif
