@@ -97,6 +97,7 @@ main (void)
 {
   SRunner *sr = srunner_create (fsinfo_suite ());
   srunner_add_suite (sr, layout_suite ());
+  srunner_add_suite (sr, jbd2_suite ());
   int failed;
 
   srunner_run_all (sr, CK_NORMAL);

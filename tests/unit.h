@@ -26,5 +26,6 @@ extern int unit_probe (const char *path, struct fsev_fsinfo *info,
 /* One function per suite; unit.c runs them all. */
 extern Suite *fsinfo_suite (void);
 extern Suite *layout_suite (void);
+extern Suite *jbd2_suite (void);
 
 #endif
