@@ -16,6 +16,8 @@
                                    of the first MAX_LINKS */
 
 struct out {
+  bool (*was_named) (uint32_t ino, void *opaque);
+  void *opaque;
   struct fsev_change *v;
   size_t n, cap;
   int *depth;                   /* sort key beside each change */
@@ -169,7 +171,11 @@ diff_inode (struct out *o, const struct fsev_layout *A,
       replaced[j] = g->ino;
   }
 
-  if (ca == 0 && cb > 0) {      /* named for the first time: created */
+  /* Named for the first time: created.  (An inode that had names
+   * before, in an earlier model, and lost them all in between is not:
+   * on ext2 a rename can write the old entry's removal first.)
+   */
+  if (ca == 0 && cb > 0 && !(a && o->was_named && o->was_named (ino, o->opaque))) {
     emit (o, &(struct fsev_change) {
         .kind = FSEV_CREATE, .ino = ino, .old_inode = a, .new_inode = b,
         .old_link = -1, .new_link = 0, .replaced_ino = replaced[0],
@@ -180,12 +186,7 @@ diff_inode (struct out *o, const struct fsev_layout *A,
           .kind = FSEV_LINK, .ino = ino, .old_inode = a, .new_inode = b,
           .old_link = -1, .new_link = (int) j, .replaced_ino = replaced[j],
         }, 0);
-    if (b->size != 0 && !LINUX_S_ISDIR (b->mode))
-      emit (o, &(struct fsev_change) {
-          .kind = FSEV_SET_SIZE, .ino = ino, .old_inode = a, .new_inode = b,
-          .old_link = -1, .new_link = 0,
-        }, 0);
-    return;
+    return;                     /* the create carries the size */
   }
 
   /* Removed names pair with added ones as renames; the rest are
@@ -288,9 +289,10 @@ walk (struct out *o, const struct fsev_layout *A, const struct fsev_layout *B,
 
 ssize_t
 fsev_diff (const struct fsev_layout *A, const struct fsev_layout *B,
+           bool (*was_named) (uint32_t ino, void *opaque), void *opaque,
            struct fsev_change **result)
 {
-  struct out o = { 0 };
+  struct out o = { .was_named = was_named, .opaque = opaque };
   struct gone *gone = NULL;
   size_t ngone = 0, gone_cap = 0;
 

@@ -9,7 +9,9 @@
 #ifndef FSEVENT_DIFF_H
 #define FSEVENT_DIFF_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "layout.h"
 
@@ -47,12 +49,15 @@ struct fsev_change {
 
 /* The changes from OLD to NEW in the order events are raised: create
  * (parents before children), rename, link, set_size, set_attributes,
- * unlink, delete (children before parents).  Returns the number of
- * changes in *OUT (caller frees), or -1 on out of memory.
+ * unlink, delete (children before parents).  An inode that gets a name
+ * is created, unless WAS_NAMED (may be NULL) says it had one in an
+ * earlier model (then it is a link).  Returns the number of changes in
+ * *OUT (caller frees), or -1 on out of memory.
  */
 extern ssize_t fsev_diff (const struct fsev_layout *old_layout,
                           const struct fsev_layout *new_layout,
-                          struct fsev_change **out);
+                          bool (*was_named) (uint32_t ino, void *opaque),
+                          void *opaque, struct fsev_change **out);
 
 /* Rank of a kind in that order, for merging other events in. */
 extern int fsev_change_rank (enum fsev_change_kind kind);

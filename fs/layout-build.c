@@ -892,6 +892,7 @@ fsev_layout_build (const struct fsev_source *src,
   L->inodes_per_group = sb->s_inodes_per_group;
   L->root_ino = EXT2_ROOT_INO;
   L->first_ino = EXT2_FIRST_INO (sb);
+  L->inodes_count = sb->s_inodes_count;
   L->fs_type = fsev_fsinfo_type (sb);
   /* Every loop over block maps and directories together is bounded by
    * a generous multiple of what the filesystem can hold.

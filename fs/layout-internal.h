@@ -57,6 +57,7 @@ struct fsev_layout {
   uint32_t inodes_per_group;
   uint32_t root_ino;
   uint32_t first_ino;           /* first inode not reserved */
+  uint32_t inodes_count;
   const char *fs_type;
   bool external_journal;
 

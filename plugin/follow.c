@@ -54,6 +54,29 @@ static uint32_t head, head_seq;         /* where the next transaction starts */
 static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pending pending;
 
+/* Inodes that have had a name in some committed model: one that gets a
+ * name again is linked, not created (ext2 writes a rename's two
+ * directory entries at two commit points).
+ */
+static unsigned char *named;
+static uint64_t named_bits;
+
+static bool
+was_named (uint32_t ino, void *opaque)
+{
+  return ino < named_bits && (named[ino / 8] & (1u << (ino % 8)));
+}
+
+static void
+remember_names (const struct fsev_layout *L)
+{
+  size_t n;
+  const struct fsev_inode *in = fsev_layout_inodes (L, &n);
+  for (size_t i = 0; i < n; i++)
+    if (in[i].ino < named_bits && fsev_layout_names (L, in[i].ino, NULL, 0))
+      named[in[i].ino / 8] |= 1u << (in[i].ino % 8);
+}
+
 static struct {
   uint64_t transactions, vetoed, not_followed, rescans;
   uint64_t commit_bytes, journal_bytes, unattributed_bytes;
@@ -173,10 +196,13 @@ follow_init (struct image *img, struct fsev_layout *L)
   pthread_rwlock_init (&model_lock, &attr);
   pthread_rwlockattr_destroy (&attr);
   overlay = fsev_overlay_new (bs);
-  if (overlay == NULL) {
+  named_bits = (uint64_t) L->inodes_count + 1;
+  named = calloc (named_bits / 8 + 1, 1);
+  if (overlay == NULL || named == NULL) {
     nbdkit_error ("out of memory");
     return -1;
   }
+  remember_names (L);
 
   uint64_t pblk = fsev_layout_journal_ino (L)
     ? fsev_layout_journal_pblk (L, 0) : 0;
@@ -259,6 +285,8 @@ follow_fini (void)
   }
   follow_log_stats ();
   pending_free (&pending);
+  free (named);
+  named = NULL;
   fsev_overlay_free (overlay);
   overlay = NULL;
   fsev_layout_free (layout);
@@ -893,7 +921,7 @@ follow_prepare (const struct io *io, struct conn *conn, int *err)
   if (p->L) {
     /* Namespace changes. */
     struct fsev_change *ch;
-    ssize_t nch = fsev_diff (layout, p->L, &ch);
+    ssize_t nch = fsev_diff (layout, p->L, was_named, NULL, &ch);
     if (nch < 0)
       goto oom;
     ssize_t i = 0;
@@ -1035,7 +1063,7 @@ check_model (void)
       what = "the committed view does not scan";
     else {
       struct fsev_change *ch;
-      ssize_t n = fsev_diff (layout, L2, &ch);
+      ssize_t n = fsev_diff (layout, L2, was_named, NULL, &ch);
       size_t nr, nr2;
       fsev_layout_inodes (layout, &nr);
       fsev_layout_inodes (L2, &nr2);
@@ -1072,6 +1100,10 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
       fsev_layout_free (layout);
       layout = p->L;
       p->L = NULL;
+      remember_names (layout);
+      for (size_t i = 0; i < p->n; i++)
+        if (p->items[i].freed_inode && p->items[i].c.ino < named_bits)
+          named[p->items[i].c.ino / 8] &= ~(1u << (p->items[i].c.ino % 8));
     }
     if (p->new_js)
       js = p->js;

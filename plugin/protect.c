@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
@@ -73,6 +74,37 @@ matches (const struct glob *g, const char *path)
   return g->pattern[0] == '\0';  /* the subtree of "/": everything */
 }
 
+/* Could G match something below directory DIR?  The pattern's first
+ * components, as many as DIR has, must match DIR (a subtree pattern
+ * that matches DIR or above already matches everything below).
+ */
+static bool
+matches_below (const struct glob *g, const char *dir)
+{
+  if (matches (g, dir))
+    return true;
+  size_t comps = 0;
+  for (const char *p = dir; *p; p++)
+    comps += *p == '/';
+  if (strcmp (dir, "/") == 0)
+    return true;                /* everything is below the root */
+  /* The pattern cut after COMPS components, if it has more. */
+  const char *p = g->pattern;
+  size_t seen = 0;
+  for (; *p; p++)
+    if (*p == '/' && ++seen == comps + 1)
+      break;
+  if (*p != '/')
+    return false;               /* no deeper components */
+  char prefix[4096];
+  size_t n = p - g->pattern;
+  if (n >= sizeof prefix)
+    return true;                /* too long to tell: deny */
+  memcpy (prefix, g->pattern, n);
+  prefix[n] = '\0';
+  return fnmatch (prefix, dir, FNM_PATHNAME) == 0;
+}
+
 static bool
 any_matches (const char *const *names, const char *other, const char *third)
 {
@@ -108,6 +140,14 @@ protect_before_change (struct fsevent_change *ev)
     return 0;
   if (any_matches (ev->file_names, ev->new_file_name, ev->replaced_file_name))
     ev->result_code = EPERM;
+  /* Moving a directory moves everything below it: a protected file
+   * must not leave its path that way, nor arrive at one.
+   */
+  if (ev->kind == FSEVENT_RENAME && S_ISDIR (ev->old_attributes.mode))
+    for (size_t i = 0; i < nglobs && ev->result_code == 0; i++)
+      if (matches_below (&globs[i], ev->file_name) ||
+          (ev->new_file_name && matches_below (&globs[i], ev->new_file_name)))
+        ev->result_code = EPERM;
   return 0;
 }
 

@@ -74,9 +74,16 @@ stop_nbdkit "$d/pid"
 cat "$log"
 "$py" - "$log" <<'EOF'
 import json, sys
-evs = [json.loads(l) for l in open(sys.argv[1])]
-assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1)), "seq"
-# Mounting, reading and the journal write only metadata: no events.
+alll = [json.loads(l) for l in open(sys.argv[1])]
+assert [e["seq"] for e in alll] == list(range(1, len(alll) + 1)), "seq"
+# The in-place writes; the commits that follow carry the files' new
+# times (set_attributes), vetoed for /etc/secret: the whole transaction
+# with it (fail-closed), which test-follow-protect checks in depth.
+evs = [e for e in alll if e["event"] == "write"]
+others = [e for e in alll if e["event"] != "write"]
+assert {e["event"] for e in others} <= {"set_attributes"}, others
+assert all(e["result"] == 1 for e in others
+           if e["file"] == "/etc/secret" and e["phase"] == "before"), others
 assert {e["file"] for e in evs} <= {"/data/free.txt", "/etc/secret"}, evs
 free = [e for e in evs if e["file"] == "/data/free.txt"]
 want = [("before", 4096, 4096, 0, None), ("after", 4096, 4096, 0, 4096)]
