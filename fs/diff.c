@@ -1,6 +1,7 @@
 /* fs/diff.c: namespace changes between two layout models (see diff.h). */
 #include <config.h>
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
@@ -11,9 +12,8 @@
 #include "layout-internal.h"
 #include "util.h"
 
-#define MAX_LINKS 64            /* names compared per inode; more are
-                                   rare and reported as links/unlinks
-                                   of the first MAX_LINKS */
+#define MAX_LINKS 64            /* names of an inode kept on the stack;
+                                   more are compared on the heap */
 
 struct out {
   bool (*was_named) (uint32_t ino, void *opaque);
@@ -21,6 +21,7 @@ struct out {
   struct fsev_change *v;
   size_t n, cap;
   int *depth;                   /* sort key beside each change */
+  bool reused;                  /* emitting the delete of a reused number */
   bool oom;
 };
 
@@ -38,7 +39,10 @@ emit (struct out *o, const struct fsev_change *c, int depth)
     return;
   }
   o->depth = d;
-  o->depth[o->n - 1] = depth;
+  /* A number freed and reused in one step: its delete comes first of
+   * all, so that whoever keys on inode numbers ends with the new file.
+   */
+  o->depth[o->n - 1] = o->reused ? INT_MIN : depth;
 }
 
 static bool
@@ -102,13 +106,53 @@ watched (const struct fsev_layout *L, uint32_t ino)
   return ino == L->root_ino || ino >= L->first_ino;
 }
 
-/* Names of INO in L (at most MAX_LINKS). */
-static unsigned
-names_of (const struct fsev_layout *L, uint32_t ino, struct fsev_name *v)
+/* Per-inode scratch: its names before and after, which of them are
+ * matched, and which inode a new name replaced.  On the stack for the
+ * usual handful of names, on the heap for many hard links.
+ */
+struct scratch {
+  struct fsev_name sa[MAX_LINKS], sb[MAX_LINKS];
+  bool sua[MAX_LINKS], sub[MAX_LINKS];
+  uint32_t srep[MAX_LINKS];
+  struct fsev_name *na, *nb;
+  bool *used_a, *used_b;
+  uint32_t *replaced;
+  void *heap;
+};
+
+static int
+scratch_init (struct scratch *s, unsigned ca, unsigned cb)
 {
-  unsigned n = fsev_layout_names (L, ino, v, MAX_LINKS);
-  return n > MAX_LINKS ? MAX_LINKS : n;
+  s->heap = NULL;
+  if (ca <= MAX_LINKS && cb <= MAX_LINKS) {
+    s->na = s->sa; s->nb = s->sb;
+    s->used_a = s->sua; s->used_b = s->sub;
+    s->replaced = s->srep;
+    memset (s->sua, 0, sizeof s->sua);
+    memset (s->sub, 0, sizeof s->sub);
+    memset (s->srep, 0, sizeof s->srep);
+    return 0;
+  }
+  size_t n = (size_t) ca + cb + 1;
+  s->heap = calloc (n, 2 * sizeof (struct fsev_name) + 2 * sizeof (bool) +
+                    sizeof (uint32_t));
+  if (s->heap == NULL)
+    return -1;
+  s->na = s->heap;
+  s->nb = s->na + n;
+  s->replaced = (uint32_t *) (s->nb + n);
+  s->used_a = (bool *) (s->replaced + n);
+  s->used_b = s->used_a + n;
+  return 0;
 }
+
+static void
+diff_names (struct out *o, const struct fsev_layout *A,
+            const struct fsev_layout *B, const struct fsev_inode *a,
+            const struct fsev_inode *b, uint32_t ino, unsigned ca, unsigned cb,
+            struct fsev_name *na, struct fsev_name *nb, bool *used_a,
+            bool *used_b, uint32_t *replaced, struct gone **gone,
+            size_t *ngone, size_t *gone_cap, bool collect);
 
 static void
 diff_inode (struct out *o, const struct fsev_layout *A,
@@ -116,20 +160,45 @@ diff_inode (struct out *o, const struct fsev_layout *A,
             const struct fsev_inode *b, struct gone **gone, size_t *ngone,
             size_t *gone_cap, bool collect)
 {
-  struct fsev_name na[MAX_LINKS], nb[MAX_LINKS];
   uint32_t ino = a ? a->ino : b->ino;
-  unsigned ca = a ? names_of (A, ino, na) : 0;
-  unsigned cb = b ? names_of (B, ino, nb) : 0;
+  unsigned ca = a ? fsev_layout_names (A, ino, NULL, 0) : 0;
+  unsigned cb = b ? fsev_layout_names (B, ino, NULL, 0) : 0;
 
   /* The same number, another inode: freed and reused in between. */
   if (a && b && (a->generation != b->generation ||
                  ((a->mode ^ b->mode) & 0170000))) {
+    o->reused = true;           /* its delete goes before its create */
     diff_inode (o, A, B, a, NULL, gone, ngone, gone_cap, collect);
+    o->reused = false;
     diff_inode (o, A, B, NULL, b, gone, ngone, gone_cap, collect);
     return;
   }
 
-  bool used_a[MAX_LINKS] = { false }, used_b[MAX_LINKS] = { false };
+  struct scratch sc;
+  if (scratch_init (&sc, ca, cb) == -1) {
+    o->oom = true;
+    return;
+  }
+  struct fsev_name *na = sc.na, *nb = sc.nb;
+  bool *used_a = sc.used_a, *used_b = sc.used_b;
+  uint32_t *replaced = sc.replaced;
+  if (a)
+    fsev_layout_names (A, ino, na, ca);
+  if (b)
+    fsev_layout_names (B, ino, nb, cb);
+  diff_names (o, A, B, a, b, ino, ca, cb, na, nb, used_a, used_b, replaced,
+              gone, ngone, gone_cap, collect);
+  free (sc.heap);
+}
+
+static void
+diff_names (struct out *o, const struct fsev_layout *A,
+            const struct fsev_layout *B, const struct fsev_inode *a,
+            const struct fsev_inode *b, uint32_t ino, unsigned ca, unsigned cb,
+            struct fsev_name *na, struct fsev_name *nb, bool *used_a,
+            bool *used_b, uint32_t *replaced, struct gone **gone,
+            size_t *ngone, size_t *gone_cap, bool collect)
+{
   for (unsigned i = 0; i < ca; i++)
     for (unsigned j = 0; j < cb; j++)
       if (!used_b[j] && same_name (&na[i], &nb[j])) {
@@ -161,7 +230,6 @@ diff_inode (struct out *o, const struct fsev_layout *A,
     return;                     /* allocated, not yet named: later */
 
   /* Which inode held the name it takes now, if another. */
-  uint32_t replaced[MAX_LINKS] = { 0 };
   for (unsigned j = 0; j < cb; j++) {
     if (used_b[j] || *ngone == 0)
       continue;
@@ -254,7 +322,8 @@ static int
 cmp_keyed (const void *a, const void *b)
 {
   const struct keyed *x = a, *y = b;
-  int rx = fsev_change_rank (x->c.kind), ry = fsev_change_rank (y->c.kind);
+  int rx = x->depth == INT_MIN ? -1 : fsev_change_rank (x->c.kind);
+  int ry = y->depth == INT_MIN ? -1 : fsev_change_rank (y->c.kind);
   if (rx != ry) return rx < ry ? -1 : 1;
   if (x->depth != y->depth) return x->depth < y->depth ? -1 : 1;
   return x->i < y->i ? -1 : x->i > y->i;

@@ -161,7 +161,8 @@ fsev_overlay_apply (struct fsev_overlay *o, const struct fsev_jtxn *txn,
       .order = i,
     };
   }
-  qsort (in, nin, sizeof *in, cmp_incoming);
+  if (nin > 1)
+    qsort (in, nin, sizeof *in, cmp_incoming);
   /* Within one transaction the last copy of a block wins. */
   size_t k = 0;
   for (size_t i = 0; i < nin; i++) {
@@ -316,6 +317,7 @@ fsev_overlay_materialize (struct fsev_overlay *o, fsev_devread_fn read,
       return -1;
     if (fsev_overlay_read_entry (o, e, read, opaque, copy) == -1) {
       free (copy);
+      rebuild_by_src (o);       /* the ones copied so far are done */
       return -1;
     }
     e->copy = copy;

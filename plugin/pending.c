@@ -67,6 +67,8 @@ pending_remove (struct pending *p, uint64_t offset, uint64_t length,
 {
   uint64_t end = offset + length, removed = 0;
 
+  if (length == 0)
+    return 0;
   /* First range that ends after OFFSET. */
   size_t lo = 0, hi = p->n;
   while (lo < hi) {

@@ -98,6 +98,9 @@ main (void)
   SRunner *sr = srunner_create (fsinfo_suite ());
   srunner_add_suite (sr, layout_suite ());
   srunner_add_suite (sr, jbd2_suite ());
+  srunner_add_suite (sr, diff_suite ());
+  srunner_add_suite (sr, overlay_suite ());
+  srunner_add_suite (sr, pending_suite ());
   int failed;
 
   srunner_run_all (sr, CK_NORMAL);

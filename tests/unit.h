@@ -27,5 +27,8 @@ extern int unit_probe (const char *path, struct fsev_fsinfo *info,
 extern Suite *fsinfo_suite (void);
 extern Suite *layout_suite (void);
 extern Suite *jbd2_suite (void);
+extern Suite *diff_suite (void);
+extern Suite *overlay_suite (void);
+extern Suite *pending_suite (void);
 
 #endif
