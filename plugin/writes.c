@@ -177,6 +177,10 @@ handle_request (struct conn *conn, const struct io *io)
   int r, err = 0, veto = 0;
   size_t decided = 0;
 
+  /* Nobody to tell (no handler, no log): serve like nbdkit file. */
+  if (!c.want_events)
+    return do_io (io);
+
   follow_lock_shared ();
   const struct fsev_layout *layout = follow_layout ();
   fsev_layout_lookup (layout, io->offset, io->count, collect_segment, &c);
