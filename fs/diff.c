@@ -22,6 +22,7 @@ struct out {
   size_t n, cap;
   int *depth;                   /* sort key beside each change */
   bool reused;                  /* emitting the delete of a reused number */
+  unsigned char *memo_a, *memo_b;   /* see connected () */
   bool oom;
 };
 
@@ -32,7 +33,8 @@ emit (struct out *o, const struct fsev_change *c, int depth)
     o->oom = true;
     return;
   }
-  o->v[o->n++] = *c;
+  o->v[o->n] = *c;
+  o->v[o->n++].reused = o->reused;
   int *d = realloc (o->depth, o->cap * sizeof *d);
   if (d == NULL) {
     o->oom = true;
@@ -106,6 +108,50 @@ watched (const struct fsev_layout *L, uint32_t ino)
   return ino == L->root_ino || ino >= L->first_ino;
 }
 
+/* Is directory DIR reachable from the root in L?  A name in an
+ * unreachable directory is no name yet (ext2 may write a new entry
+ * before the entry of its directory) or no more (a removed tree).
+ * MEMO: 0 unknown, 1 yes, 2 being looked at (a loop: no), 3 no.
+ */
+static bool
+connected (const struct fsev_layout *L, unsigned char *memo, uint32_t dir,
+           unsigned depth)
+{
+  if (dir == L->root_ino)
+    return true;
+  if (memo == NULL || dir > L->inodes_count || depth > 4096)
+    return memo == NULL;        /* no memory for the memo: trust names */
+  if (memo[dir])
+    return memo[dir] == 1;
+  memo[dir] = 2;
+  unsigned n = fsev_layout_names (L, dir, NULL, 0);
+  for (unsigned i = 0; i < n; i++) {
+    const struct fsev_link *l = names_link (&L->names, dir, i);
+    if (l && connected (L, memo, l->parent, depth + 1)) {
+      memo[dir] = 1;
+      return true;
+    }
+  }
+  memo[dir] = 3;
+  return false;
+}
+
+/* Keep the names of V[0..N) whose directory is reachable; IDX gets
+ * their indices among all.  Returns how many are kept.
+ */
+static unsigned
+keep_connected (const struct fsev_layout *L, unsigned char *memo,
+                struct fsev_name *v, unsigned n, unsigned *idx)
+{
+  unsigned k = 0;
+  for (unsigned i = 0; i < n; i++)
+    if (connected (L, memo, v[i].parent, 0)) {
+      v[k] = v[i];
+      idx[k++] = i;
+    }
+  return k;
+}
+
 /* Per-inode scratch: its names before and after, which of them are
  * matched, and which inode a new name replaced.  On the stack for the
  * usual handful of names, on the heap for many hard links.
@@ -114,6 +160,8 @@ struct scratch {
   struct fsev_name sa[MAX_LINKS], sb[MAX_LINKS];
   bool sua[MAX_LINKS], sub[MAX_LINKS];
   uint32_t srep[MAX_LINKS];
+  unsigned sia[MAX_LINKS], sib[MAX_LINKS];
+  unsigned *ia, *ib;            /* index of each kept name among all */
   struct fsev_name *na, *nb;
   bool *used_a, *used_b;
   uint32_t *replaced;
@@ -128,6 +176,7 @@ scratch_init (struct scratch *s, unsigned ca, unsigned cb)
     s->na = s->sa; s->nb = s->sb;
     s->used_a = s->sua; s->used_b = s->sub;
     s->replaced = s->srep;
+    s->ia = s->sia; s->ib = s->sib;
     memset (s->sua, 0, sizeof s->sua);
     memset (s->sub, 0, sizeof s->sub);
     memset (s->srep, 0, sizeof s->srep);
@@ -135,13 +184,15 @@ scratch_init (struct scratch *s, unsigned ca, unsigned cb)
   }
   size_t n = (size_t) ca + cb + 1;
   s->heap = calloc (n, 2 * sizeof (struct fsev_name) + 2 * sizeof (bool) +
-                    sizeof (uint32_t));
+                    sizeof (uint32_t) + 2 * sizeof (unsigned));
   if (s->heap == NULL)
     return -1;
   s->na = s->heap;
   s->nb = s->na + n;
   s->replaced = (uint32_t *) (s->nb + n);
-  s->used_a = (bool *) (s->replaced + n);
+  s->ia = (unsigned *) (s->replaced + n);
+  s->ib = s->ia + n;
+  s->used_a = (bool *) (s->ib + n);
   s->used_b = s->used_a + n;
   return 0;
 }
@@ -150,9 +201,10 @@ static void
 diff_names (struct out *o, const struct fsev_layout *A,
             const struct fsev_layout *B, const struct fsev_inode *a,
             const struct fsev_inode *b, uint32_t ino, unsigned ca, unsigned cb,
-            struct fsev_name *na, struct fsev_name *nb, bool *used_a,
-            bool *used_b, uint32_t *replaced, struct gone **gone,
-            size_t *ngone, size_t *gone_cap, bool collect);
+            struct fsev_name *na, struct fsev_name *nb, const unsigned *ia,
+            const unsigned *ib, bool *used_a, bool *used_b,
+            uint32_t *replaced, struct gone **gone, size_t *ngone,
+            size_t *gone_cap, bool collect);
 
 static void
 diff_inode (struct out *o, const struct fsev_layout *A,
@@ -182,12 +234,16 @@ diff_inode (struct out *o, const struct fsev_layout *A,
   struct fsev_name *na = sc.na, *nb = sc.nb;
   bool *used_a = sc.used_a, *used_b = sc.used_b;
   uint32_t *replaced = sc.replaced;
-  if (a)
+  if (a) {
     fsev_layout_names (A, ino, na, ca);
-  if (b)
+    ca = keep_connected (A, o->memo_a, na, ca, sc.ia);
+  }
+  if (b) {
     fsev_layout_names (B, ino, nb, cb);
-  diff_names (o, A, B, a, b, ino, ca, cb, na, nb, used_a, used_b, replaced,
-              gone, ngone, gone_cap, collect);
+    cb = keep_connected (B, o->memo_b, nb, cb, sc.ib);
+  }
+  diff_names (o, A, B, a, b, ino, ca, cb, na, nb, sc.ia, sc.ib, used_a,
+              used_b, replaced, gone, ngone, gone_cap, collect);
   free (sc.heap);
 }
 
@@ -195,9 +251,10 @@ static void
 diff_names (struct out *o, const struct fsev_layout *A,
             const struct fsev_layout *B, const struct fsev_inode *a,
             const struct fsev_inode *b, uint32_t ino, unsigned ca, unsigned cb,
-            struct fsev_name *na, struct fsev_name *nb, bool *used_a,
-            bool *used_b, uint32_t *replaced, struct gone **gone,
-            size_t *ngone, size_t *gone_cap, bool collect)
+            struct fsev_name *na, struct fsev_name *nb, const unsigned *ia,
+            const unsigned *ib, bool *used_a, bool *used_b,
+            uint32_t *replaced, struct gone **gone, size_t *ngone,
+            size_t *gone_cap, bool collect)
 {
   for (unsigned i = 0; i < ca; i++)
     for (unsigned j = 0; j < cb; j++)
@@ -222,8 +279,8 @@ diff_names (struct out *o, const struct fsev_layout *A,
   if (b == NULL) {              /* freed */
     emit (o, &(struct fsev_change) {
           .kind = FSEV_DELETE, .ino = ino, .old_inode = a,
-        .old_link = ca ? 0 : -1, .new_link = -1,
-      }, -depth_of (A, ino, ca ? 0 : -1));
+        .old_link = ca ? (int) ia[0] : -1, .new_link = -1,
+      }, -depth_of (A, ino, ca ? (int) ia[0] : -1));
     return;
   }
   if (cb == 0 && ca == 0 && a == NULL)
@@ -246,13 +303,13 @@ diff_names (struct out *o, const struct fsev_layout *A,
   if (ca == 0 && cb > 0 && !(a && o->was_named && o->was_named (ino, o->opaque))) {
     emit (o, &(struct fsev_change) {
         .kind = FSEV_CREATE, .ino = ino, .old_inode = a, .new_inode = b,
-        .old_link = -1, .new_link = 0, .replaced_ino = replaced[0],
-      }, depth_of (B, ino, 0));
+        .old_link = -1, .new_link = (int) ib[0], .replaced_ino = replaced[0],
+      }, depth_of (B, ino, (int) ib[0]));
     used_b[0] = true;
     for (unsigned j = 1; j < cb; j++)
       emit (o, &(struct fsev_change) {
           .kind = FSEV_LINK, .ino = ino, .old_inode = a, .new_inode = b,
-          .old_link = -1, .new_link = (int) j, .replaced_ino = replaced[j],
+          .old_link = -1, .new_link = (int) ib[j], .replaced_ino = replaced[j],
         }, 0);
     return;                     /* the create carries the size */
   }
@@ -268,7 +325,8 @@ diff_names (struct out *o, const struct fsev_layout *A,
       break;
     emit (o, &(struct fsev_change) {
         .kind = FSEV_RENAME, .ino = ino, .old_inode = a, .new_inode = b,
-        .old_link = (int) i, .new_link = (int) j, .replaced_ino = replaced[j],
+        .old_link = (int) ia[i], .new_link = (int) ib[j],
+        .replaced_ino = replaced[j],
       }, 0);
     used_a[i] = used_b[j] = true;
   }
@@ -276,25 +334,25 @@ diff_names (struct out *o, const struct fsev_layout *A,
     if (!used_b[j])
       emit (o, &(struct fsev_change) {
           .kind = FSEV_LINK, .ino = ino, .old_inode = a, .new_inode = b,
-          .old_link = -1, .new_link = (int) j, .replaced_ino = replaced[j],
+          .old_link = -1, .new_link = (int) ib[j], .replaced_ino = replaced[j],
         }, 0);
   for (; i < ca; i++)
     if (!used_a[i])
       emit (o, &(struct fsev_change) {
           .kind = FSEV_UNLINK, .ino = ino, .old_inode = a, .new_inode = b,
-          .old_link = (int) i, .new_link = -1,
+          .old_link = (int) ia[i], .new_link = -1,
         }, 0);
 
   if (a->size != b->size && !LINUX_S_ISDIR (b->mode))
     emit (o, &(struct fsev_change) {
         .kind = FSEV_SET_SIZE, .ino = ino, .old_inode = a, .new_inode = b,
-        .old_link = ca ? 0 : -1, .new_link = cb ? 0 : -1,
+        .old_link = ca ? (int) ia[0] : -1, .new_link = cb ? (int) ib[0] : -1,
       }, 0);
   unsigned changed = attr_changes (a, b);
   if (changed)
     emit (o, &(struct fsev_change) {
         .kind = FSEV_SET_ATTRIBUTES, .ino = ino, .old_inode = a, .new_inode = b,
-        .old_link = ca ? 0 : -1, .new_link = cb ? 0 : -1, .changed = changed,
+        .old_link = ca ? (int) ia[0] : -1, .new_link = cb ? (int) ib[0] : -1, .changed = changed,
       }, 0);
 }
 
@@ -362,6 +420,8 @@ fsev_diff (const struct fsev_layout *A, const struct fsev_layout *B,
            struct fsev_change **result)
 {
   struct out o = { .was_named = was_named, .opaque = opaque };
+  o.memo_a = calloc ((size_t) A->inodes_count + 1, 1);
+  o.memo_b = calloc ((size_t) B->inodes_count + 1, 1);
   struct gone *gone = NULL;
   size_t ngone = 0, gone_cap = 0;
 
@@ -372,6 +432,8 @@ fsev_diff (const struct fsev_layout *A, const struct fsev_layout *B,
   if (!o.oom)
     walk (&o, A, B, &gone, &ngone, &gone_cap, false);
   free (gone);
+  free (o.memo_a);
+  free (o.memo_b);
   if (o.oom) {
     free (o.v);
     free (o.depth);

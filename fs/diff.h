@@ -45,6 +45,8 @@ struct fsev_change {
   int new_link;                 /* index of the name it has (new model), -1 */
   uint32_t replaced_ino;        /* rename/link over another inode's name */
   unsigned changed;             /* set_attributes: FSEV_ATTR_* */
+  bool reused;                  /* delete of a number created again in
+                                   the same step: it comes first */
 };
 
 /* The changes from OLD to NEW in the order events are raised: create

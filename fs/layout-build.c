@@ -64,6 +64,7 @@ struct builder {
   uint8_t cur_role;
   uint64_t cur_size;            /* i_size */
   uint64_t steps, max_steps;
+  bool stale_dir;               /* the directory being read is not one */
 };
 
 static void __attribute__ ((format (printf, 2, 3)))
@@ -643,6 +644,14 @@ dir_cb (ext2_ino_t dir, int entry, struct ext2_dir_entry *dirent,
 
   if (++b->steps > b->max_steps)
     return DIRENT_ABORT;
+  /* A directory whose first block does not name it as "." is not
+   * written yet (ext2 may write the inode before its new block) or is
+   * garbage: its entries are no names.
+   */
+  if (entry == DIRENT_DOT_FILE && offset == 0 && dirent->inode != dir) {
+    b->stale_dir = true;
+    return DIRENT_ABORT;
+  }
   if (entry == DIRENT_DOT_FILE || entry == DIRENT_DOT_DOT_FILE ||
       dirent->inode == 0)
     return 0;
@@ -664,7 +673,16 @@ static void
 scan_names (struct builder *b)
 {
   for (size_t i = 0; i < b->ndirs && !b->oom; i++) {
+    size_t nlinks = b->L->names.nlinks, pool = b->L->names.pool_len;
+    b->stale_dir = false;
     errcode_t e = ext2fs_dir_iterate2 (b->fs, b->dirs[i], 0, NULL, dir_cb, b);
+    if (b->stale_dir) {
+      b->L->names.nlinks = nlinks;
+      b->L->names.pool_len = pool;
+      warn (b, "directory %u: its first block does not start with its own "
+            "\".\": entries ignored", b->dirs[i]);
+      continue;
+    }
     if (e)
       warn (b, "directory %u: %s", b->dirs[i], fsev_strerror (e));
     if (b->steps > b->max_steps)

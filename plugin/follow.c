@@ -54,9 +54,10 @@ static uint32_t head, head_seq;         /* where the next transaction starts */
 static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pending pending;
 
-/* Inodes that have had a name in some committed model: one that gets a
- * name again is linked, not created (ext2 writes a rename's two
- * directory entries at two commit points).
+/* Inodes that have had a name announced (present at start-up, or
+ * created, linked or renamed to since): one that gets a name again is
+ * linked, not created (ext2 writes a rename's two directory entries at
+ * two commit points).
  */
 static unsigned char *named;
 static uint64_t named_bits;
@@ -925,7 +926,7 @@ follow_prepare (const struct io *io, struct conn *conn, int *err)
     if (nch < 0)
       goto oom;
     ssize_t i = 0;
-    for (; i < nch && fsev_change_rank (ch[i].kind) < 4; i++)
+    for (; i < nch && (ch[i].reused || fsev_change_rank (ch[i].kind) < 4); i++)
       add_change (p, layout, p->L, &ch[i]);
     /* New data: pending bytes the new model gives to files. */
     pthread_mutex_lock (&pending_lock);
@@ -1100,10 +1101,20 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
       fsev_layout_free (layout);
       layout = p->L;
       p->L = NULL;
-      remember_names (layout);
-      for (size_t i = 0; i < p->n; i++)
-        if (p->items[i].freed_inode && p->items[i].c.ino < named_bits)
-          named[p->items[i].c.ino / 8] &= ~(1u << (p->items[i].c.ino % 8));
+      /* Announced names: created, linked or renamed to; forgotten when
+       * the inode is freed.
+       */
+      for (size_t i = 0; i < p->n; i++) {
+        const struct item *it = &p->items[i];
+        uint32_t ino = it->c.ino;
+        if (!it->is_change || ino >= named_bits)
+          continue;
+        if (it->freed_inode)
+          named[ino / 8] &= ~(1u << (ino % 8));
+        else if (it->c.kind == FSEVENT_CREATE || it->c.kind == FSEVENT_LINK ||
+                 it->c.kind == FSEVENT_RENAME)
+          named[ino / 8] |= 1u << (ino % 8);
+      }
     }
     if (p->new_js)
       js = p->js;
