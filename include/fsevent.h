@@ -24,8 +24,10 @@ extern "C" {
 #define FSEVENT_API_VERSION 1
 /* 1.1: namespace and attribute events (before_change/after_change),
  * and the transaction sequence in write events.
+ * 1.2: lock and unlock events (before_lock/after_lock,
+ * before_unlock/after_unlock).
  */
-#define FSEVENT_API_MINOR 1
+#define FSEVENT_API_MINOR 2
 
 enum fsevent_phase {
   FSEVENT_BEFORE = 0,          /* decided before the change is committed */
@@ -152,6 +154,28 @@ struct fsevent_change {
   const struct fsevent_handle_info *handle_info;
 };
 
+/* 1.2: a byte-range lock taken or released by a host tool through the
+ * plugin's control socket (CBFS Connect's LockFile / UnlockFile).
+ */
+struct fsevent_lock {
+  size_t struct_size;          /* sizeof (struct fsevent_lock) of the plugin */
+  enum fsevent_phase phase;
+  unsigned partition;
+  uint32_t ino;
+  const char *file_name;       /* the path the tool gave */
+  const char *const *file_names; /* every path of the inode */
+  uint64_t byte_offset;
+  int64_t length;              /* -1: to the end of the file */
+  int exclusive_lock;          /* 0: shared */
+  int fail_immediately;        /* lock: 1 if it must not wait */
+  uint64_t lock_id;            /* after a successful lock, and unlock */
+  int status;                  /* after: 0, or why the lock failed */
+  int result_code;             /* before lock: set to an errno to refuse */
+  void **file_context;
+  void **handle_context;       /* NULL: a control connection is no NBD one */
+  const struct fsevent_handle_info *handle_info; /* the control peer */
+};
+
 struct fsevent_handler {
   /* Filled by FSEVENT_REGISTER_HANDLER. */
   int api_version;
@@ -187,8 +211,17 @@ struct fsevent_handler {
   int (*before_change) (struct fsevent_change *ev);
   int (*after_change) (struct fsevent_change *ev);
 
-  /* Room for the events to come (lock, unlock): new callbacks are
-   * added after this point, so older handlers keep working.
+  /* 1.2: locks.  A before_lock veto refuses the lock (the tool gets
+   * the errno); unlock events cannot be refused (a lock is released when
+   * its tool goes, whatever the handlers say).
+   */
+  int (*before_lock) (struct fsevent_lock *ev);
+  int (*after_lock) (struct fsevent_lock *ev);
+  int (*before_unlock) (struct fsevent_lock *ev);
+  int (*after_unlock) (struct fsevent_lock *ev);
+
+  /* Room for the events to come: new callbacks are added after this
+   * point, so older handlers keep working.
    */
 };
 

@@ -29,6 +29,7 @@
 #include "follow.h"
 #include "handlers.h"
 #include "jbd2.h"
+#include "locks.h"
 #include "layout-internal.h"
 #include "overlay.h"
 #include "paths.h"
@@ -987,6 +988,173 @@ follow_prepare (const struct io *io, struct conn *conn, int *err)
   nbdkit_error ("out of memory while following the journal");
   *err = ENOMEM;
   return NULL;
+}
+
+void
+follow_plan_discard (struct follow_plan *p)
+{
+  free_plan (p);
+}
+
+/* Would the plan change a range a host tool has locked?  New data in
+ * it, a size change below its end, the file's unlink or deletion, or a
+ * rename or link replacing it.  A rename of the locked file itself is
+ * fine: the lock follows the inode.
+ */
+bool
+follow_plan_locked (const struct follow_plan *p, uint64_t *id)
+{
+  for (size_t i = 0; i < p->n; i++) {
+    const struct item *it = &p->items[i];
+    if (!it->is_change) {
+      if (locks_covers (it->w.ino, it->w.position,
+                        it->w.position + it->w.bytes_to_write, id))
+        return true;
+      continue;
+    }
+    const struct fsevent_change *c = &it->c;
+    uint64_t lo;
+    switch (c->kind) {
+    case FSEVENT_SET_SIZE:
+      lo = c->old_attributes.size < c->attributes.size
+        ? c->old_attributes.size : c->attributes.size;
+      if (locks_covers (c->ino, lo, LOCK_TO_EOF, id))
+        return true;
+      break;
+    case FSEVENT_UNLINK:
+    case FSEVENT_DELETE:
+      if (locks_covers (c->ino, 0, LOCK_TO_EOF, id))
+        return true;
+      break;
+    default:
+      break;
+    }
+    if (c->replaced_ino && locks_covers (c->replaced_ino, 0, LOCK_TO_EOF, id))
+      return true;
+  }
+  return false;
+}
+
+/* CAT: the file's committed content. */
+struct extent {
+  uint64_t lblk, pblk, len;
+  bool unwritten;
+};
+
+struct extents {
+  struct extent *v;
+  size_t n, cap;
+};
+
+static int
+add_extent (uint64_t lblk, uint64_t pblk, uint64_t len, bool unwritten,
+            void *opaque)
+{
+  struct extents *x = opaque;
+  if (fsev_grow ((void **) &x->v, &x->cap, x->n + 1, sizeof *x->v) == -1)
+    return -1;
+  x->v[x->n++] = (struct extent) { lblk, pblk, len, unwritten };
+  return 0;
+}
+
+static int
+cmp_extent (const void *a, const void *b)
+{
+  const struct extent *x = a, *y = b;
+  return x->lblk < y->lblk ? -1 : x->lblk > y->lblk;
+}
+
+int
+follow_cat (const char *path, int (*header) (void *, uint64_t),
+            int (*out) (void *, const void *, size_t), void *opaque)
+{
+  struct extents x = { 0 };
+  unsigned char *buf = NULL;
+  int r = 0;
+
+  follow_lock_shared ();
+  uint32_t ino = fsev_layout_lookup_path (layout, path);
+  const struct fsev_inode *in = ino ? fsev_layout_inode (layout, ino) : NULL;
+  if (in == NULL) {
+    r = -ENOENT;
+    goto out;
+  }
+  if ((in->mode & 0170000) != 0100000) {
+    r = (in->mode & 0170000) == 0040000 ? -EISDIR : -EINVAL;
+    goto out;
+  }
+  if (in->flags & 0x10000000) { /* EXT4_INLINE_DATA_FL */
+    r = -ENOTSUP;
+    goto out;
+  }
+  buf = malloc (bs);
+  if (buf == NULL ||
+      fsev_layout_file_blocks (layout, ino, add_extent, &x) == -1) {
+    r = -ENOMEM;
+    goto out;
+  }
+  qsort (x.v, x.n, sizeof *x.v, cmp_extent);
+  if (header (opaque, in->size) == -1) {
+    r = -EPIPE;
+    goto out;
+  }
+  struct view v = { .ov = overlay };
+  size_t k = 0;
+  for (uint64_t pos = 0, lblk = 0; pos < in->size; pos += bs, lblk++) {
+    while (k < x.n && x.v[k].lblk + x.v[k].len <= lblk)
+      k++;
+    size_t n = in->size - pos < bs ? in->size - pos : bs;
+    if (k < x.n && x.v[k].lblk <= lblk && !x.v[k].unwritten) {
+      if (committed_read (&v, buf, bs,
+                          (x.v[k].pblk + (lblk - x.v[k].lblk)) * bs) == -1) {
+        r = -EIO;
+        goto out;
+      }
+    }
+    else
+      memset (buf, 0, bs);      /* a hole, or unwritten: zeroes */
+    if (out (opaque, buf, n) == -1) {
+      r = -EPIPE;
+      goto out;
+    }
+  }
+ out:
+  follow_unlock ();
+  free (x.v);
+  free (buf);
+  return r;
+}
+
+int
+follow_resolve (const char *path, uint32_t *ino, char ***names)
+{
+  follow_lock_shared ();
+  *ino = fsev_layout_lookup_path (layout, path);
+  *names = *ino ? paths_of (layout, *ino) : NULL;
+  follow_unlock ();
+  if (*ino == 0)
+    return -ENOENT;
+  return *names ? 0 : -ENOMEM;
+}
+
+uint64_t
+follow_pending_bytes (void)
+{
+  pthread_mutex_lock (&pending_lock);
+  pending_normalise (&pending);
+  uint64_t b = pending.bytes;
+  pthread_mutex_unlock (&pending_lock);
+  return b;
+}
+
+void
+follow_get_stats (uint64_t *transactions, uint64_t *vetoed,
+                  uint64_t *unattributed, uint64_t *not_followed)
+{
+  *transactions = stats.transactions;
+  *vetoed = stats.vetoed;
+  *unattributed = __atomic_load_n (&stats.unattributed_bytes, __ATOMIC_RELAXED);
+  *not_followed = stats.not_followed;
 }
 
 int

@@ -71,6 +71,25 @@ extern int follow_plan_before (struct follow_plan *p, struct log_batch *lb);
 extern void follow_plan_finish (struct follow_plan *p, struct log_batch *lb,
                                 int status);
 
+/* Drop a plan without running it (NULL is fine). */
+extern void follow_plan_discard (struct follow_plan *p);
+/* Would the plan change a range a host tool has locked?  (*ID: which.) */
+extern bool follow_plan_locked (const struct follow_plan *p, uint64_t *id);
+
+/* For the control socket: the inode at PATH and its paths (free NAMES);
+ * 0 or -errno.
+ */
+extern int follow_resolve (const char *path, uint32_t *ino, char ***names);
+/* The committed content of the regular file at PATH: HEADER gets its
+ * size, then OUT the bytes in order.  0 or -errno.
+ */
+extern int follow_cat (const char *path, int (*header) (void *, uint64_t),
+                       int (*out) (void *, const void *, size_t),
+                       void *opaque);
+extern uint64_t follow_pending_bytes (void);
+extern void follow_get_stats (uint64_t *transactions, uint64_t *vetoed,
+                              uint64_t *unattributed, uint64_t *not_followed);
+
 /* Free-space bookkeeping (shared lock held). */
 extern void follow_pending_add (uint64_t offset, uint64_t length);
 extern void follow_pending_drop (uint64_t offset, uint64_t length,

@@ -18,11 +18,13 @@
 #include <nbdkit-plugin.h>
 
 #include "builtins.h"
+#include "control.h"
 #include "follow.h"
 #include "fsinfo.h"
 #include "handlers.h"
 #include "image.h"
 #include "layout.h"
+#include "locks.h"
 #include "log.h"
 #include "source.h"
 #include "writes.h"
@@ -36,9 +38,16 @@ static struct fsev_fd_source fdsrc;
 static struct fsev_source source;       /* the image, as fs/ reads it */
 static struct fsev_layout *layout;      /* built at start-up */
 
+static int
+fsevent_after_fork (void)
+{
+  return control_start ();
+}
+
 static void
 fsevent_unload (void)
 {
+  control_stop ();
   if (layout) {
     writes_log_stats ();
     follow_fini ();             /* owns the layout */
@@ -80,6 +89,28 @@ fsevent_config (const char *key, const char *value)
       return -1;
     return handlers_add_builtin (&script_handler);
   }
+  if (strcmp (key, "control") == 0)
+    return control_set_path (value);
+  if (strcmp (key, "lock-wait") == 0) {
+    char *end;
+    errno = 0;
+    double secs = strtod (value, &end);
+    if (errno || *end || end == value || secs < 0 || secs > 86400) {
+      nbdkit_error ("lock-wait=%s: a number of seconds from 0 to 86400", value);
+      return -1;
+    }
+    locks_set_guest_wait ((int) (secs * 1000));
+    return 0;
+  }
+  if (strcmp (key, "lock-mode") == 0) {
+    if (strcmp (value, "fail") == 0)
+      locks_set_guest_wait (0);
+    else if (strcmp (value, "wait") != 0) {
+      nbdkit_error ("lock-mode=%s: use wait or fail", value);
+      return -1;
+    }
+    return 0;
+  }
   if (strcmp (key, "script-timeout") == 0)
     return script_set_timeout (value);
   if (strcmp (key, "on-handler-error") == 0) {
@@ -118,7 +149,10 @@ fsevent_config_complete (void)
   "protect=GLOB         Deny every write to matching paths (repeatable).\n" \
   "script=PATH          Run PATH for every event (nbdkit-sh-plugin style).\n" \
   "script-timeout=SECS  How long a script may take (default 10).\n" \
-  "on-handler-error=deny|allow  What a failed handler means (default deny)."
+  "on-handler-error=deny|allow  What a failed handler means (default deny).\n" \
+  "control=SOCKET       Serve host tools (fsevent-ctl): locks, stats, cat.\n" \
+  "lock-wait=SECS       How long a guest write waits for a lock (default 30).\n" \
+  "lock-mode=wait|fail  fail: a locked write fails at once (EIO)."
 
 static void
 layout_warning (void *opaque, const char *msg)
@@ -378,6 +412,7 @@ static struct nbdkit_plugin plugin = {
   .config_help       = fsevent_config_help,
   .magic_config_key  = "file",
   .get_ready         = fsevent_get_ready,
+  .after_fork        = fsevent_after_fork,
   .dump_plugin       = fsevent_dump_plugin,
   .open              = fsevent_open,
   .close             = fsevent_close,

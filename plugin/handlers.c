@@ -406,6 +406,55 @@ handlers_after_change (struct fsevent_change *ev, struct conn_contexts *cc)
     call_chain_change (ev, cc, false);
 }
 
+/* Lock events: KIND 0 lock, 1 unlock. */
+static void
+call_chain_lock (struct fsevent_lock *ev, bool before, bool unlock)
+{
+  struct ctx_entry *fe, *he;
+
+  if (!enter (ev->ino, NULL, before, &ev->result_code, &fe, &he))
+    return;
+  for (size_t i = 0; i < nhandlers; i++) {
+    const struct handler *hd = &handlers[i];
+    int (*cb) (struct fsevent_lock *) = NULL;
+    const char *name;
+
+    if (unlock && before && HAS (hd, before_unlock))
+      cb = hd->h->before_unlock, name = "before_unlock";
+    else if (unlock && !before && HAS (hd, after_unlock))
+      cb = hd->h->after_unlock, name = "after_unlock";
+    else if (!unlock && before && HAS (hd, before_lock))
+      cb = hd->h->before_lock, name = "before_lock";
+    else if (!unlock && !before && HAS (hd, after_lock))
+      cb = hd->h->after_lock, name = "after_lock";
+    else
+      continue;
+    ev->file_context = fe ? &fe->slot[i] : NULL;
+    ev->handle_context = NULL;
+    if (before && !unlock) {
+      ev->result_code = 0;
+      if (check_before (hd, name, ev->ino, cb (ev), &ev->result_code))
+        break;
+    }
+    else if (cb (ev) != 0)
+      handler_failed (hd, name, ev->ino, false, &ev->result_code,
+                      "it returned -1");
+  }
+  ev->file_context = NULL;
+  if (unlock)
+    ev->result_code = 0;        /* an unlock cannot be refused */
+  leave (fe);
+}
+
+void
+handlers_lock (struct fsevent_lock *ev, bool unlock)
+{
+  if (ev->phase == FSEVENT_BEFORE)
+    ev->result_code = 0;
+  if (nhandlers)
+    call_chain_lock (ev, ev->phase == FSEVENT_BEFORE, unlock);
+}
+
 void
 handlers_inode_freed (uint32_t ino)
 {

@@ -44,6 +44,8 @@ extern void handlers_before_change (struct fsevent_change *ev,
                                     struct conn_contexts *cc);
 extern void handlers_after_change (struct fsevent_change *ev,
                                    struct conn_contexts *cc);
+/* Lock events (UNLOCK false) or unlock events, in EV's phase. */
+extern void handlers_lock (struct fsevent_lock *ev, bool unlock);
 /* The inode was freed: its file contexts go (free_file_context). */
 extern void handlers_inode_freed (uint32_t ino);
 /* Does any handler look at write buffers? (protect= does not.) */

@@ -570,6 +570,38 @@ log_change (struct log_batch *b, const struct fsevent_change *ev)
 }
 
 void
+log_lock (struct log_batch *b, const struct fsevent_lock *ev, bool unlock)
+{
+  if (fd < 0)
+    return;
+  int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
+  put_head (b, unlock ? "unlock" : "lock", (int) ev->phase, ev->file_name,
+            ev->file_names);
+  put_key_u64 (b, "ino", ev->ino);
+  put_key_u64 (b, "offset", ev->byte_offset);
+  if (ev->length < 0)
+    PUT (b, ",\"length\":-1");
+  else
+    put_key_u64 (b, "length", (uint64_t) ev->length);
+  if (ev->exclusive_lock)
+    PUT (b, ",\"exclusive\":true");
+  else
+    PUT (b, ",\"exclusive\":false");
+  if (!unlock) {
+    if (ev->fail_immediately)
+      PUT (b, ",\"fail_immediately\":true");
+    else
+      PUT (b, ",\"fail_immediately\":false");
+  }
+  if (ev->lock_id)
+    put_key_u64 (b, "lock_id", ev->lock_id);
+  put_key_u64 (b, "partition", ev->partition);
+  put_key_u64 (b, "connection",
+               ev->handle_info ? ev->handle_info->connection_id : 0);
+  put_result (b, result);
+}
+
+void
 log_unattributed (struct log_batch *b, uint64_t offset, uint64_t length,
                   const char *reason)
 {

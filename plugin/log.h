@@ -32,6 +32,8 @@ extern void log_batch_init (struct log_batch *b);
 extern void log_event (struct log_batch *b, const char *name,
                        const struct fsevent_write *ev);
 extern void log_change (struct log_batch *b, const struct fsevent_change *ev);
+extern void log_lock (struct log_batch *b, const struct fsevent_lock *ev,
+                      bool unlock);
 /* Bytes written to free space that never became part of a file. */
 extern void log_unattributed (struct log_batch *b, uint64_t offset,
                               uint64_t length, const char *reason);

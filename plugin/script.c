@@ -778,6 +778,51 @@ call_change (struct fsevent_change *ev, bool before)
                     &ev->result_code);
 }
 
+/* Locks:
+ *   PATH before_lock FILE INO OFFSET LENGTH MODE WAIT
+ *   PATH after_lock FILE INO OFFSET LENGTH MODE WAIT STATUS
+ *   PATH before_unlock / after_unlock FILE INO OFFSET LENGTH MODE [STATUS]
+ * MODE is shared or exclusive, LENGTH -1 means to the end of the file,
+ * WAIT is "fail_immediately" or "wait".
+ */
+static int
+call_lock (struct fsevent_lock *ev, bool before, bool unlock)
+{
+  char method[32], ino[24], off[24], len[24];
+  char *argv[12];
+  size_t n = 0;
+
+  if (script == NULL)
+    return 0;
+  snprintf (method, sizeof method, "%s_%s", before ? "before" : "after",
+            unlock ? "unlock" : "lock");
+  snprintf (ino, sizeof ino, "%" PRIu32, ev->ino);
+  snprintf (off, sizeof off, "%" PRIu64, ev->byte_offset);
+  snprintf (len, sizeof len, "%" PRId64, ev->length);
+  argv[n++] = script;
+  argv[n++] = method;
+  argv[n++] = (char *) (ev->file_name ? ev->file_name : "");
+  argv[n++] = ino;
+  argv[n++] = off;
+  argv[n++] = len;
+  argv[n++] = (char *) (ev->exclusive_lock ? "exclusive" : "shared");
+  if (!unlock)
+    argv[n++] = (char *) (ev->fail_immediately ? "fail_immediately" : "wait");
+  if (!before)
+    argv[n++] = (char *) (ev->status ? errno_name (ev->status) : "0");
+  argv[n] = NULL;
+  int ignored = 0;
+  return run_event (argv, ev->file_name, ev->file_names,
+                    unlock ? "unlock" : "lock", ev->handle_info,
+                    ev->partition, NULL, 0, before && !unlock,
+                    before && !unlock ? &ev->result_code : &ignored);
+}
+
+static int script_before_lock (struct fsevent_lock *ev) { return call_lock (ev, true, false); }
+static int script_after_lock (struct fsevent_lock *ev) { return call_lock (ev, false, false); }
+static int script_before_unlock (struct fsevent_lock *ev) { return call_lock (ev, true, true); }
+static int script_after_unlock (struct fsevent_lock *ev) { return call_lock (ev, false, true); }
+
 static int
 script_before_change (struct fsevent_change *ev)
 {
@@ -811,5 +856,9 @@ const struct fsevent_handler script_handler = {
   .after_write = script_after_write,
   .before_change = script_before_change,
   .after_change = script_after_change,
+  .before_lock = script_before_lock,
+  .after_lock = script_after_lock,
+  .before_unlock = script_before_unlock,
+  .after_unlock = script_after_unlock,
   .unload = script_unload,
 };

@@ -23,14 +23,20 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "control.h"
 #include "follow.h"
 #include "handlers.h"
+#include "locks.h"
 #include "log.h"
 #include "paths.h"
 #include "util.h"
 #include "writes.h"
 
 uint64_t writes_role_bytes[FSEV_ROLE_COUNT];
+static uint64_t nevents, nvetoes;
+
+uint64_t writes_events (void) { return __atomic_load_n (&nevents, __ATOMIC_RELAXED); }
+uint64_t writes_vetoes (void) { return __atomic_load_n (&nvetoes, __ATOMIC_RELAXED); }
 
 static struct image *image;
 
@@ -164,23 +170,34 @@ do_io (const struct io *io)
   return -1;
 }
 
+struct held {
+  bool held;
+  uint64_t id;
+};
+
 static int
 handle_request (struct conn *conn, const struct io *io)
 {
-  struct collect c = {
-    .want_events = handlers_active () || log_enabled (),
-    .io = io, .op = io->op, .buf = io->buf, .offset = io->offset, .conn = conn,
-    .count = true,
-  };
-  struct follow_plan *plan = NULL;
+  struct collect c;
+  struct follow_plan *plan;
   struct log_batch lb;
   int r, err = 0, veto = 0;
   size_t decided = 0;
+  int64_t deadline = 0;         /* for held-back writes; 0: not yet */
 
-  /* Nobody to tell (no handler, no log): serve like nbdkit file. */
-  if (!c.want_events)
+  /* Nobody to tell (no handler, no log, no control socket): serve like
+   * nbdkit file.
+   */
+  if (!handlers_active () && !log_enabled () && !control_enabled ())
     return do_io (io);
 
+ again:
+  c = (struct collect) {
+    .want_events = true,
+    .io = io, .op = io->op, .buf = io->buf, .offset = io->offset, .conn = conn,
+    .count = deadline == 0,
+  };
+  plan = NULL;
   follow_lock_shared ();
   const struct fsev_layout *layout = follow_layout ();
   fsev_layout_lookup (layout, io->offset, io->count, collect_segment, &c);
@@ -208,10 +225,42 @@ handle_request (struct conn *conn, const struct io *io)
   }
   if (c.oom) {
     free_events (&c);
+    follow_plan_discard (plan);
     follow_unlock ();
     nbdkit_error ("out of memory for write events");
     errno = ENOMEM;
     return -1;
+  }
+
+  /* A host tool's lock holds back every change to its range: wait for
+   * it without holding the model (other files go on), then start over.
+   */
+  if (locks_any ()) {
+    struct held h = { 0 };
+    for (size_t i = 0; i < c.n && !h.held; i++)
+      h.held = locks_covers (c.events[i].ev.ino, c.events[i].ev.position,
+                             c.events[i].ev.position +
+                             c.events[i].ev.bytes_to_write, &h.id);
+    if (!h.held && plan)
+      h.held = follow_plan_locked (plan, &h.id);
+    if (h.held) {
+      free_events (&c);
+      follow_plan_discard (plan);
+      follow_unlock ();
+      int wait = locks_guest_wait ();
+      if (deadline == 0)
+        deadline = wait < 0 ? -1 : locks_now_ms () + wait;
+      nbdkit_debug ("write at %" PRIu64 " held back by lock %" PRIu64,
+                    io->offset, h.id);
+      if (wait == 0 || locks_wait_id (h.id, deadline) == ETIMEDOUT) {
+        nbdkit_error ("write at %" PRIu64 " (%" PRIu32 " bytes) failed: lock %"
+                      PRIu64 " still held after lock-wait", io->offset,
+                      io->count, h.id);
+        errno = EIO;
+        return -1;
+      }
+      goto again;
+    }
   }
   log_batch_init (&lb);
   /* Before: every handler decides every event; the first veto wins. */
@@ -230,7 +279,9 @@ handle_request (struct conn *conn, const struct io *io)
   if (veto == 0)
     veto = follow_plan_before (plan, &lb);
 
+  __atomic_fetch_add (&nevents, decided, __ATOMIC_RELAXED);
   if (veto) {
+    __atomic_fetch_add (&nvetoes, 1, __ATOMIC_RELAXED);
     r = -1;
     err = veto;
     if (decided && c.events[decided - 1].ev.result_code)

@@ -31,5 +31,8 @@ extern int writes_zero (struct conn *c, uint32_t count, uint64_t offset,
 extern int writes_trim (struct conn *c, uint32_t count, uint64_t offset,
                         bool fua);
 extern void writes_log_stats (void);
+/* In-place write events decided, and requests vetoed, since start-up. */
+extern uint64_t writes_events (void);
+extern uint64_t writes_vetoes (void);
 
 #endif
