@@ -275,6 +275,9 @@ cmd_lock (struct cconn *c, char *args)
                       "shared|exclusive WAIT-MS|0|-1 PATH");
   const char *p = f[4];
   bool exclusive = strcmp (f[2], "exclusive") == 0;
+  /* Its LOCKS line (numbers and all) must fit in MAX_LINE too. */
+  if (strlen (p) > MAX_LINE - 128)
+    return reply_err (c, ENAMETOOLONG, "path too long");
 
   uint32_t ino;
   char **names;
