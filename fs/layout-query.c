@@ -402,3 +402,53 @@ fsev_layout_journal_pblk (const struct fsev_layout *L, uint32_t jblk)
     return 0;
   return x->pblk + (jblk - x->lblk);
 }
+
+uint32_t
+fsev_layout_lookup_path (const struct fsev_layout *L, const char *path)
+{
+  const struct fsev_names *nm = &L->names;
+  uint32_t cur = L->root_ino;
+
+  if (path == NULL || path[0] != '/')
+    return 0;
+  for (const char *p = path; *p; ) {
+    while (*p == '/')
+      p++;
+    if (*p == '\0')
+      break;
+    size_t len = strcspn (p, "/");
+    uint32_t next = 0;
+    /* Links are sorted by child: a name is found by a scan (this is for
+     * host tools, not for the write path).
+     */
+    for (size_t i = 0; i < nm->nlinks && next == 0; i++) {
+      const struct fsev_link *l = &nm->links[i];
+      if (l->parent == cur && l->name_len == len &&
+          memcmp (nm->pool + l->name_off, p, len) == 0)
+        next = l->child;
+    }
+    if (next == 0)
+      return 0;
+    cur = next;
+    p += len;
+  }
+  return cur;
+}
+
+int
+fsev_layout_file_blocks (const struct fsev_layout *L, uint32_t ino,
+                         int (*fn) (uint64_t lblk, uint64_t pblk,
+                                    uint64_t len, bool unwritten, void *),
+                         void *opaque)
+{
+  for (size_t i = 0; i < L->nruns; i++) {
+    const struct run *r = &L->runs[i];
+    if (r->owner != ino || r->role != FSEV_ROLE_DATA)
+      continue;
+    int e = fn (r->aux, r->pblk, r->len, (r->flags & RUN_UNWRITTEN) != 0,
+                opaque);
+    if (e)
+      return e;
+  }
+  return 0;
+}

@@ -150,6 +150,19 @@ extern uint32_t fsev_layout_journal_ino (const struct fsev_layout *layout);
 extern uint64_t fsev_layout_journal_pblk (const struct fsev_layout *layout,
                                           uint32_t jblk);
 
+/* The inode at PATH ("/a/b"), or 0 if there is none. */
+extern uint32_t fsev_layout_lookup_path (const struct fsev_layout *layout,
+                                         const char *path);
+/* Each run of file data of INO (logical block, device block, blocks),
+ * in no particular order.  FN returns non-zero to stop (returned).
+ */
+extern int fsev_layout_file_blocks (const struct fsev_layout *layout,
+                                    uint32_t ino,
+                                    int (*fn) (uint64_t lblk, uint64_t pblk,
+                                               uint64_t len, bool unwritten,
+                                               void *opaque),
+                                    void *opaque);
+
 extern const char *fsev_role_name (enum fsev_role role);
 extern void fsev_layout_get_stats (const struct fsev_layout *layout,
                                    struct fsev_layout_stats *stats);
