@@ -314,24 +314,27 @@ cmd_lock (struct cconn *c, char *args)
   return reply (c, "OK %" PRId64, id);
 }
 
+/* Unlock events come before the lock goes: the writes it held back are
+ * decided (and logged) after them.  An unlock cannot be refused.
+ */
 static int
 cmd_unlock (struct cconn *c, char *args)
 {
   uint64_t id;
+  uid_t uid = c->info.uid < 0 ? (uid_t) -1 : (uid_t) c->info.uid;
   if (!parse_u64 (args, &id) || id == 0)
     return reply_err (c, EINVAL, "usage: UNLOCK ID");
   struct gone_list g = { 0 };
-  int r = locks_release (id, c, c->info.uid < 0 ? (uid_t) -1 : (uid_t) c->info.uid,
-                         collect_gone, &g);
-  if (r < 0) {
-    free_gone (&g);
+  int r = locks_find (id, c, uid, collect_gone, &g);
+  if (r == 0) {
+    unlock_events (c, &g, FSEVENT_BEFORE);
+    unlock_events (c, &g, FSEVENT_AFTER);
+    r = locks_release (id, c, uid, NULL, NULL);
+  }
+  free_gone (&g);
+  if (r < 0)
     return reply_err (c, -r, r == -ENOENT ? "no such lock"
                       : "not your lock");
-  }
-  /* Unlock events cannot refuse: both phases once it is gone. */
-  unlock_events (c, &g, FSEVENT_BEFORE);
-  unlock_events (c, &g, FSEVENT_AFTER);
-  free_gone (&g);
   return reply (c, "OK");
 }
 
@@ -491,11 +494,12 @@ serve (void *arg)
   }
   free (buf);
 
-  /* Its locks go with it. */
+  /* Its locks go with it (their events first, as for UNLOCK). */
   struct gone_list g = { 0 };
-  locks_release_owner (c, collect_gone, &g);
+  locks_list_owner (c, collect_gone, &g);
   unlock_events (c, &g, FSEVENT_BEFORE);
   unlock_events (c, &g, FSEVENT_AFTER);
+  locks_release_owner (c, NULL, NULL);
   free_gone (&g);
   close (c->fd);
   close (c->wake[0]);

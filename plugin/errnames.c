@@ -8,7 +8,8 @@
 #include "errnames.h"
 
 static const struct { int err; const char *name; } names[] = {
-  { EPERM, "EPERM" }, { ENOENT, "ENOENT" }, { EIO, "EIO" },
+  { EPERM, "EPERM" }, { ENOENT, "ENOENT" }, { EIO, "EIO" }, { E2BIG, "E2BIG" },
+  { ESRCH, "ESRCH" }, { EINTR, "EINTR" }, { ECHILD, "ECHILD" },
   { ENXIO, "ENXIO" }, { EBADF, "EBADF" }, { EAGAIN, "EAGAIN" },
   { ENOMEM, "ENOMEM" }, { EACCES, "EACCES" }, { EFAULT, "EFAULT" },
   { EBUSY, "EBUSY" }, { EEXIST, "EEXIST" }, { EXDEV, "EXDEV" },

@@ -103,9 +103,9 @@ fsevent_config (const char *key, const char *value)
     return 0;
   }
   if (strcmp (key, "lock-mode") == 0) {
-    if (strcmp (value, "fail") == 0)
-      locks_set_guest_wait (0);
-    else if (strcmp (value, "wait") != 0) {
+    if (strcmp (value, "fail") == 0 || strcmp (value, "wait") == 0)
+      locks_set_guest_fail (strcmp (value, "fail") == 0);
+    else {
       nbdkit_error ("lock-mode=%s: use wait or fail", value);
       return -1;
     }

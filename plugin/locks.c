@@ -41,8 +41,10 @@ init (void)
 }
 
 void locks_set_notify (lock_released_fn fn) { notify = fn; }
+static bool guest_fail;
 void locks_set_guest_wait (int ms) { guest_wait_ms = ms; }
-int locks_guest_wait (void) { return guest_wait_ms; }
+void locks_set_guest_fail (bool fail) { guest_fail = fail; }
+int locks_guest_wait (void) { return guest_fail ? 0 : guest_wait_ms; }
 
 int64_t
 locks_now_ms (void)
@@ -226,6 +228,39 @@ locks_wait_id (uint64_t id, int64_t deadline_ms)
   }
   pthread_mutex_unlock (&mu);
   return r;
+}
+
+int
+locks_find (uint64_t id, void *by, uid_t uid,
+            void (*fn) (const struct lock_info *, void *), void *opaque)
+{
+  pthread_once (&once, init);
+  pthread_mutex_lock (&mu);
+  int r = -ENOENT;
+  for (size_t i = 0; i < nlocks; i++)
+    if (locks[i].info.id == id) {
+      if (uid != 0 && locks[i].info.uid != uid && locks[i].owner != by)
+        r = -EPERM;
+      else {
+        r = 0;
+        if (fn)
+          fn (&locks[i].info, opaque);
+      }
+      break;
+    }
+  pthread_mutex_unlock (&mu);
+  return r;
+}
+
+void
+locks_list_owner (void *owner, void (*fn) (const struct lock_info *, void *),
+                  void *opaque)
+{
+  pthread_mutex_lock (&mu);
+  for (size_t i = 0; i < nlocks; i++)
+    if (locks[i].owner == owner)
+      fn (&locks[i].info, opaque);
+  pthread_mutex_unlock (&mu);
 }
 
 void

@@ -32,7 +32,19 @@ extern void locks_set_notify (lock_released_fn fn);
 
 /* lock-wait= (milliseconds) and lock-mode=fail. */
 extern void locks_set_guest_wait (int ms);
+extern void locks_set_guest_fail (bool fail);
+/* How long a held-back guest write waits, in ms: 0 with lock-mode=fail. */
 extern int locks_guest_wait (void);
+/* Lock ID, if UID (or BY, its owner) may release it: FN gets a copy of
+ * it (under the table's mutex: FN must only copy).  0 or -errno.
+ */
+extern int locks_find (uint64_t id, void *by, uid_t uid,
+                       void (*fn) (const struct lock_info *, void *),
+                       void *opaque);
+/* The locks of OWNER (FN must only copy). */
+extern void locks_list_owner (void *owner,
+                              void (*fn) (const struct lock_info *, void *),
+                              void *opaque);
 
 /* Take a lock for OWNER, waiting up to WAIT_MS for conflicting locks
  * to go (0: fail at once with EAGAIN; -1: forever; ETIMEDOUT after).
