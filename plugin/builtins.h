@@ -4,7 +4,7 @@
 
 #include "fsevent.h"
 
-/* protect=GLOB (repeatable): deny every write to a matching path. */
+/* protect=GLOB (repeatable): deny every change to a matching path. */
 extern int protect_add (const char *glob);
 extern const struct fsevent_handler protect_handler;
 

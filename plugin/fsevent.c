@@ -146,7 +146,7 @@ fsevent_config_complete (void)
   "[file=]IMAGE         (required) The ext2/3/4 image or block device to serve.\n" \
   "handler=PATH.so      Load a handler (repeatable); NAME.KEY=VALUE configures it.\n" \
   "log=FILE|-           Log every event as JSON Lines.\n" \
-  "protect=GLOB         Deny every write to matching paths (repeatable).\n" \
+  "protect=GLOB         Deny every change to matching paths (repeatable).\n" \
   "script=PATH          Run PATH for every event (nbdkit-sh-plugin style).\n" \
   "script-timeout=SECS  How long a script may take (default 10).\n" \
   "on-handler-error=deny|allow  What a failed handler means (default deny).\n" \
