@@ -79,7 +79,7 @@ fsevent_config (const char *key, const char *value)
     return log_open (value);
   if (strcmp (key, "protect") == 0) {
     static bool added;
-    if (!added && handlers_add_builtin (&protect_handler) == -1)
+    if (!added && handlers_add_builtin (&protect_handler, false) == -1)
       return -1;
     added = true;
     return protect_add (value);
@@ -87,7 +87,7 @@ fsevent_config (const char *key, const char *value)
   if (strcmp (key, "script") == 0) {
     if (script_set (value) == -1)
       return -1;
-    return handlers_add_builtin (&script_handler);
+    return handlers_add_builtin (&script_handler, true);
   }
   if (strcmp (key, "control") == 0)
     return control_set_path (value);

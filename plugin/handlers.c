@@ -27,6 +27,7 @@ struct handler {
   const struct fsevent_handler *h;
   size_t size;                  /* the handler's struct_size */
   void *dl;                     /* NULL for built-ins */
+  bool reads_data;              /* it may look at write buffers */
   char *path;
 };
 
@@ -59,7 +60,8 @@ handlers_set_on_error (enum on_error e)
 }
 
 static int
-add (const struct fsevent_handler *h, void *dl, const char *path)
+add (const struct fsevent_handler *h, void *dl, const char *path,
+     bool reads_data)
 {
   if (nhandlers >= MAX_HANDLERS) {
     nbdkit_error ("too many handlers (at most %d)", MAX_HANDLERS);
@@ -78,15 +80,16 @@ add (const struct fsevent_handler *h, void *dl, const char *path)
     }
   handlers[nhandlers] = (struct handler) {
     .h = h, .size = h->struct_size, .dl = dl, .path = strdup (path),
+    .reads_data = reads_data,
   };
   nhandlers++;
   return 0;
 }
 
 int
-handlers_add_builtin (const struct fsevent_handler *h)
+handlers_add_builtin (const struct fsevent_handler *h, bool reads_data)
 {
-  return add (h, NULL, h->name);
+  return add (h, NULL, h->name, reads_data);
 }
 
 int
@@ -114,7 +117,7 @@ handlers_load (const char *path)
     dlclose (dl);
     return -1;
   }
-  if (add (h, dl, path) == -1) {
+  if (add (h, dl, path, true) == -1) {
     dlclose (dl);
     return -1;
   }
@@ -319,140 +322,168 @@ check_before (const struct handler *hd, const char *callback, uint32_t ino,
   return *result_code != 0;
 }
 
+/* One event of any type, as the chain sees it: where its shared fields
+ * are, and how to call a handler about it.
+ */
+struct call {
+  uint32_t ino;
+  int *result_code;
+  void ***file_context, ***handle_context;
+  bool before;
+  bool can_veto;                /* before phase of an event that may be refused */
+  /* Call HD's callback for this event; -2 if HD has none.  *NAME gets
+   * the callback's name (for errors).
+   */
+  int (*invoke) (const struct handler *hd, void *ev, bool before,
+                 const char **name);
+  void *ev;
+};
+
 static void
-call_chain (struct fsevent_write *ev, struct conn_contexts *cc, bool before)
+run_chain (struct call *c, struct conn_contexts *cc)
 {
   struct ctx_entry *fe, *he;
 
-  if (!enter (ev->ino, cc, before, &ev->result_code, &fe, &he))
+  if (c->before)
+    *c->result_code = 0;
+  if (nhandlers == 0 ||
+      !enter (c->ino, cc, c->can_veto, c->result_code, &fe, &he))
     return;
   for (size_t i = 0; i < nhandlers; i++) {
     const struct handler *hd = &handlers[i];
+    const char *name = "";
 
-    ev->file_context = fe ? &fe->slot[i] : NULL;
-    ev->handle_context = he ? &he->slot[i] : NULL;
-    if (before) {
-      if (!HAS (hd, before_write))
-        continue;
-      ev->result_code = 0;
-      if (check_before (hd, "before_write", ev->ino,
-                        hd->h->before_write (ev), &ev->result_code))
+    *c->file_context = fe ? &fe->slot[i] : NULL;
+    *c->handle_context = he ? &he->slot[i] : NULL;
+    if (c->can_veto)
+      *c->result_code = 0;
+    int r = c->invoke (hd, c->ev, c->before, &name);
+    if (r == -2)
+      continue;                 /* it has no such callback */
+    if (c->can_veto) {
+      if (check_before (hd, name, c->ino, r, c->result_code))
         break;                  /* vetoed: later handlers are not asked */
     }
-    else if (HAS (hd, after_write) && hd->h->after_write (ev) != 0)
-      handler_failed (hd, "after_write", ev->ino, false, &ev->result_code,
+    else if (r != 0)
+      handler_failed (hd, name, c->ino, false, c->result_code,
                       "it returned -1");
   }
-  ev->file_context = ev->handle_context = NULL;
+  *c->file_context = *c->handle_context = NULL;
+  if (!c->can_veto)
+    *c->result_code = 0;        /* nothing to refuse in this phase */
   leave (fe);
 }
 
-static void
-call_chain_change (struct fsevent_change *ev, struct conn_contexts *cc,
-                   bool before)
+static int
+invoke_write (const struct handler *hd, void *ev, bool before,
+              const char **name)
 {
-  struct ctx_entry *fe, *he;
-
-  if (!enter (ev->ino, cc, before, &ev->result_code, &fe, &he))
-    return;
-  for (size_t i = 0; i < nhandlers; i++) {
-    const struct handler *hd = &handlers[i];
-
-    ev->file_context = fe ? &fe->slot[i] : NULL;
-    ev->handle_context = he ? &he->slot[i] : NULL;
-    if (before) {
-      if (!HAS (hd, before_change))
-        continue;
-      ev->result_code = 0;
-      if (check_before (hd, "before_change", ev->ino,
-                        hd->h->before_change (ev), &ev->result_code))
-        break;
-    }
-    else if (HAS (hd, after_change) && hd->h->after_change (ev) != 0)
-      handler_failed (hd, "after_change", ev->ino, false, &ev->result_code,
-                      "it returned -1");
+  if (before) {
+    *name = "before_write";
+    return HAS (hd, before_write) ? hd->h->before_write (ev) : -2;
   }
-  ev->file_context = ev->handle_context = NULL;
-  leave (fe);
+  *name = "after_write";
+  return HAS (hd, after_write) ? hd->h->after_write (ev) : -2;
+}
+
+static int
+invoke_change (const struct handler *hd, void *ev, bool before,
+               const char **name)
+{
+  if (before) {
+    *name = "before_change";
+    return HAS (hd, before_change) ? hd->h->before_change (ev) : -2;
+  }
+  *name = "after_change";
+  return HAS (hd, after_change) ? hd->h->after_change (ev) : -2;
+}
+
+static int
+invoke_lock (const struct handler *hd, void *ev, bool before,
+             const char **name)
+{
+  if (before) {
+    *name = "before_lock";
+    return HAS (hd, before_lock) ? hd->h->before_lock (ev) : -2;
+  }
+  *name = "after_lock";
+  return HAS (hd, after_lock) ? hd->h->after_lock (ev) : -2;
+}
+
+static int
+invoke_unlock (const struct handler *hd, void *ev, bool before,
+               const char **name)
+{
+  if (before) {
+    *name = "before_unlock";
+    return HAS (hd, before_unlock) ? hd->h->before_unlock (ev) : -2;
+  }
+  *name = "after_unlock";
+  return HAS (hd, after_unlock) ? hd->h->after_unlock (ev) : -2;
+}
+
+static void
+write_chain (struct fsevent_write *ev, struct conn_contexts *cc, bool before)
+{
+  struct call c = {
+    .ino = ev->ino, .result_code = &ev->result_code,
+    .file_context = &ev->file_context, .handle_context = &ev->handle_context,
+    .before = before, .can_veto = before, .invoke = invoke_write, .ev = ev,
+  };
+  run_chain (&c, cc);
+}
+
+static void
+change_chain (struct fsevent_change *ev, struct conn_contexts *cc, bool before)
+{
+  struct call c = {
+    .ino = ev->ino, .result_code = &ev->result_code,
+    .file_context = &ev->file_context, .handle_context = &ev->handle_context,
+    .before = before, .can_veto = before, .invoke = invoke_change, .ev = ev,
+  };
+  run_chain (&c, cc);
 }
 
 void
 handlers_before_write (struct fsevent_write *ev, struct conn_contexts *cc)
 {
-  ev->result_code = 0;
-  if (nhandlers)
-    call_chain (ev, cc, true);
+  write_chain (ev, cc, true);
 }
 
 void
 handlers_after_write (struct fsevent_write *ev, struct conn_contexts *cc)
 {
-  if (nhandlers)
-    call_chain (ev, cc, false);
+  write_chain (ev, cc, false);
 }
 
 void
 handlers_before_change (struct fsevent_change *ev, struct conn_contexts *cc)
 {
-  ev->result_code = 0;
-  if (nhandlers)
-    call_chain_change (ev, cc, true);
+  change_chain (ev, cc, true);
 }
 
 void
 handlers_after_change (struct fsevent_change *ev, struct conn_contexts *cc)
 {
-  if (nhandlers)
-    call_chain_change (ev, cc, false);
+  change_chain (ev, cc, false);
 }
 
-/* Lock events: KIND 0 lock, 1 unlock. */
-static void
-call_chain_lock (struct fsevent_lock *ev, bool before, bool unlock)
-{
-  struct ctx_entry *fe, *he;
-
-  if (!enter (ev->ino, NULL, before, &ev->result_code, &fe, &he))
-    return;
-  for (size_t i = 0; i < nhandlers; i++) {
-    const struct handler *hd = &handlers[i];
-    int (*cb) (struct fsevent_lock *) = NULL;
-    const char *name;
-
-    if (unlock && before && HAS (hd, before_unlock))
-      cb = hd->h->before_unlock, name = "before_unlock";
-    else if (unlock && !before && HAS (hd, after_unlock))
-      cb = hd->h->after_unlock, name = "after_unlock";
-    else if (!unlock && before && HAS (hd, before_lock))
-      cb = hd->h->before_lock, name = "before_lock";
-    else if (!unlock && !before && HAS (hd, after_lock))
-      cb = hd->h->after_lock, name = "after_lock";
-    else
-      continue;
-    ev->file_context = fe ? &fe->slot[i] : NULL;
-    ev->handle_context = NULL;
-    if (before && !unlock) {
-      ev->result_code = 0;
-      if (check_before (hd, name, ev->ino, cb (ev), &ev->result_code))
-        break;
-    }
-    else if (cb (ev) != 0)
-      handler_failed (hd, name, ev->ino, false, &ev->result_code,
-                      "it returned -1");
-  }
-  ev->file_context = NULL;
-  if (unlock)
-    ev->result_code = 0;        /* an unlock cannot be refused */
-  leave (fe);
-}
-
+/* A lock may be refused in its before phase; an unlock never is.  A
+ * control connection is no NBD connection: no handle context.
+ */
 void
 handlers_lock (struct fsevent_lock *ev, bool unlock)
 {
-  if (ev->phase == FSEVENT_BEFORE)
-    ev->result_code = 0;
-  if (nhandlers)
-    call_chain_lock (ev, ev->phase == FSEVENT_BEFORE, unlock);
+  bool before = ev->phase == FSEVENT_BEFORE;
+  void **no_handle = NULL;
+  struct call c = {
+    .ino = ev->ino, .result_code = &ev->result_code,
+    .file_context = &ev->file_context, .handle_context = &no_handle,
+    .before = before, .can_veto = before && !unlock,
+    .invoke = unlock ? invoke_unlock : invoke_lock, .ev = ev,
+  };
+  run_chain (&c, NULL);
+  ev->handle_context = NULL;
 }
 
 void
@@ -483,7 +514,7 @@ bool
 handlers_want_data (void)
 {
   for (size_t i = 0; i < nhandlers; i++)
-    if (handlers[i].dl || strcmp (handlers[i].h->name, "protect") != 0)
+    if (handlers[i].reads_data)
       return true;
   return false;
 }

@@ -19,7 +19,9 @@ enum on_error { ON_ERROR_DENY, ON_ERROR_ALLOW };
 struct conn_contexts;
 
 extern int handlers_load (const char *path);
-extern int handlers_add_builtin (const struct fsevent_handler *h);
+/* READS_DATA: whether it looks at write buffers (loaded handlers may). */
+extern int handlers_add_builtin (const struct fsevent_handler *h,
+                                 bool reads_data);
 /* 1 if KEY was NAME.KEY of a loaded handler (and was passed on), 0 if
  * it is not a handler's, -1 on error.
  */
@@ -48,7 +50,9 @@ extern void handlers_after_change (struct fsevent_change *ev,
 extern void handlers_lock (struct fsevent_lock *ev, bool unlock);
 /* The inode was freed: its file contexts go (free_file_context). */
 extern void handlers_inode_freed (uint32_t ino);
-/* Does any handler look at write buffers? (protect= does not.) */
+/* Does any handler look at write buffers?  (Commit-time events read
+ * their data back from the image only then.)
+ */
 extern bool handlers_want_data (void);
 
 extern struct conn_contexts *conn_contexts_new (void);
