@@ -296,6 +296,15 @@ cmd_lock (struct cconn *c, char *args)
   if (veto == 0) {
     id = locks_take (c, c->info.uid < 0 ? 0 : (uid_t) c->info.uid, ino, p,
                      offset, length, exclusive, (int) wait);
+    /* A guest write that looked for locks before this one existed may
+     * still be under way: wait for every request in flight (they hold
+     * the model shared until their I/O is done and logged), so that
+     * once we answer OK nothing changes the range any more.
+     */
+    if (id > 0) {
+      follow_lock_exclusive ();
+      follow_unlock ();
+    }
     ev.status = id < 0 ? (int) -id : 0;
     ev.lock_id = id > 0 ? (uint64_t) id : 0;
   }
