@@ -131,19 +131,6 @@ unchanged ()
 
 nbdkit_pid='' fuse_pid='' dev='' mounted=''
 
-# The kernel's messages since the mark, about device $dev.
-kmark ()
-{
-    dmesg | tail -n 1 | sed -n 's/^\[ *\([0-9]*\.[0-9]*\)\].*/\1/p'
-}
-kmsgs ()
-{
-    local name="${dev##*/}"
-    dmesg | awk -v m="${mark:-0}" '{
-        t = $0; sub(/^\[ */, "", t); sub(/\].*/, "", t)
-        if (t + 0 > m + 0) print }' |
-        grep -E "[( ]${name}([-:), ]|\$)" || :
-}
 
 # guest_up [mount options]: a fresh copy of the image, served and
 # mounted on $mnt.
@@ -182,61 +169,6 @@ guest_up ()
 }
 
 # The file behind loop device $1, if any.
-backing ()
-{
-    losetup -n -O BACK-FILE "$1" 2>/dev/null | sed 's/ *$//' || :
-}
-
-# guest_down: unmount (status in $umount_rc), detach, stop nbdfuse and
-# nbdkit (its status in $nbdkit_rc), whatever state the guest is in.
-guest_down ()
-{
-    local i
-    umount_rc=none
-    if [ -n "$mounted" ]; then
-        umount_rc=0
-        umount "$mnt" || umount_rc=$?
-        if [ $umount_rc -ne 0 ]; then
-            sleep 1
-            umount "$mnt" || umount -l "$mnt" || :
-        fi
-        mounted=
-    fi
-    if [ -n "$dev" ]; then
-        # The kernel's messages, while the device is still ours.
-        kmsgs > "$d/kmsg"
-        # Only our loop device: never one that someone else got since.
-        if [ "$(backing "$dev")" = "$fuse/nbd" ]; then
-            losetup -d "$dev" || :
-        fi
-        for (( i = 0; i < 100; i++ )); do
-            [ "$(backing "$dev")" = "$fuse/nbd" ] || break
-            sleep 0.1
-        done
-        dev=
-    fi
-    if [ -n "$fuse_pid" ]; then
-        for (( i = 0; i < 50; i++ )); do
-            fusermount3 -u "$fuse" 2>/dev/null && break
-            mountpoint -q "$fuse" || break
-            sleep 0.2
-        done
-        for (( i = 0; i < 100; i++ )); do
-            kill -0 $fuse_pid 2>/dev/null || break
-            sleep 0.1
-        done
-        kill $fuse_pid 2>/dev/null || :
-        wait $fuse_pid 2>/dev/null || :
-        fuse_pid=
-    fi
-    nbdkit_rc=none
-    if [ -n "$nbdkit_pid" ]; then
-        stop_nbdkit "$d/pid"
-        nbdkit_rc=0
-        wait $nbdkit_pid || nbdkit_rc=$?
-        nbdkit_pid=
-    fi
-}
 cleanup_fn 'guest_down >/dev/null 2>&1'
 
 # The log: the veto of the right kind on /etc/secret, nothing changed

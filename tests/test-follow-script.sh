@@ -88,26 +88,10 @@ esac
 EOF
 chmod +x "$d/handler.sh"
 
-# --- One guest (as in test-follow-protect.sh). --------------------------
+# --- One guest (guest_down and kmsgs are in functions.sh). ---------------
 
 nbdkit_pid='' fuse_pid='' dev='' mounted=''
 
-kmark ()
-{
-    dmesg | tail -n 1 | sed -n 's/^\[ *\([0-9]*\.[0-9]*\)\].*/\1/p'
-}
-kmsgs ()
-{
-    local name="${dev##*/}"
-    dmesg | awk -v m="${mark:-0}" '{
-        t = $0; sub(/^\[ */, "", t); sub(/\].*/, "", t)
-        if (t + 0 > m + 0) print }' |
-        grep -E "[( ]${name}([-:), ]|\$)" || :
-}
-backing ()
-{
-    losetup -n -O BACK-FILE "$1" 2>/dev/null | sed 's/ *$//' || :
-}
 
 guest_up ()
 {
@@ -140,52 +124,6 @@ guest_up ()
     mounted=yes
 }
 
-guest_down ()
-{
-    local i
-    umount_rc=none
-    if [ -n "$mounted" ]; then
-        umount_rc=0
-        umount "$mnt" || umount_rc=$?
-        if [ $umount_rc -ne 0 ]; then
-            sleep 1
-            umount "$mnt" || umount -l "$mnt" || :
-        fi
-        mounted=
-    fi
-    if [ -n "$dev" ]; then
-        kmsgs > "$d/kmsg"
-        if [ "$(backing "$dev")" = "$fuse/nbd" ]; then
-            losetup -d "$dev" || :
-        fi
-        for (( i = 0; i < 100; i++ )); do
-            [ "$(backing "$dev")" = "$fuse/nbd" ] || break
-            sleep 0.1
-        done
-        dev=
-    fi
-    if [ -n "$fuse_pid" ]; then
-        for (( i = 0; i < 50; i++ )); do
-            fusermount3 -u "$fuse" 2>/dev/null && break
-            mountpoint -q "$fuse" || break
-            sleep 0.2
-        done
-        for (( i = 0; i < 100; i++ )); do
-            kill -0 $fuse_pid 2>/dev/null || break
-            sleep 0.1
-        done
-        kill $fuse_pid 2>/dev/null || :
-        wait $fuse_pid 2>/dev/null || :
-        fuse_pid=
-    fi
-    nbdkit_rc=none
-    if [ -n "$nbdkit_pid" ]; then
-        stop_nbdkit "$d/pid"
-        nbdkit_rc=0
-        wait $nbdkit_pid || nbdkit_rc=$?
-        nbdkit_pid=
-    fi
-}
 cleanup_fn 'guest_down >/dev/null 2>&1'
 
 # server_ok: nbdkit exited cleanly, no model check failure, no crash.

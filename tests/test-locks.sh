@@ -179,7 +179,6 @@ guest_up ()
     mounted=yes
 }
 
-backing () { losetup -n -O BACK-FILE "$1" 2>/dev/null | sed 's/ *$//' || :; }
 
 # guest_down [cleanup]: unmount, detach, stop nbdfuse and nbdkit,
 # whatever state the guest is in; then (unless called at exit, where a
