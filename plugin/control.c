@@ -31,6 +31,7 @@
 #include "handlers.h"
 #include "locks.h"
 #include "log.h"
+#include "volumes.h"
 #include "writes.h"
 
 #define MAX_LINE 4096
@@ -136,6 +137,7 @@ fill_lock_event (struct fsevent_lock *ev, const struct lock_info *l,
 {
   *ev = (struct fsevent_lock) {
     .struct_size = sizeof *ev,
+    .partition = l->partition,
     .ino = l->ino,
     .file_name = l->path,
     .file_names = (const char *const *) names,
@@ -281,12 +283,17 @@ cmd_lock (struct cconn *c, char *args)
 
   uint32_t ino;
   char **names;
-  int r = follow_resolve (p, &ino, &names);
+  const char *why;
+  struct volume *vol = volumes_resolve (p, &p, &why);
+  if (vol == NULL)
+    return reply_err (c, ENOENT, why);
+  int r = follow_resolve (vol, p, &ino, &names);
   if (r < 0)
     return reply_err (c, -r, r == -ENOENT ? "no such file in the filesystem"
                       : "cannot resolve the path");
-  struct lock_info l = { .ino = ino, .offset = offset, .length = length,
-                         .exclusive = exclusive, .path = p };
+  unsigned part = volume_partition (vol);
+  struct lock_info l = { .partition = part, .ino = ino, .offset = offset,
+                         .length = length, .exclusive = exclusive, .path = p };
   struct fsevent_lock ev;
   fill_lock_event (&ev, &l, names, &c->info);
   ev.fail_immediately = wait == 0;
@@ -294,7 +301,8 @@ cmd_lock (struct cconn *c, char *args)
   int veto = ev.result_code;
   int64_t id = 0;
   if (veto == 0) {
-    id = locks_take (c, c->info.uid < 0 ? 0 : (uid_t) c->info.uid, ino, p,
+    id = locks_take (c, c->info.uid < 0 ? 0 : (uid_t) c->info.uid, part,
+                     ino, p,
                      offset, length, exclusive, (int) wait);
     /* A guest write that looked for locks before this one existed may
      * still be under way: wait for every request in flight (they hold
@@ -302,8 +310,8 @@ cmd_lock (struct cconn *c, char *args)
      * once we answer OK nothing changes the range any more.
      */
     if (id > 0) {
-      follow_lock_exclusive ();
-      follow_unlock ();
+      follow_lock_exclusive (vol);
+      follow_unlock (vol);
     }
     ev.status = id < 0 ? (int) -id : 0;
     ev.lock_id = id > 0 ? (uint64_t) id : 0;
@@ -355,9 +363,12 @@ cmd_locks (struct cconn *c)
   int r = 0;
   for (size_t i = 0; i < g.n && r == 0; i++) {
     const struct lock_info *l = &g.v[i].info;
-    r = reply (c, "LOCK %" PRIu64 " %" PRIu32 " %" PRIu64 " %" PRId64 " %s %s",
-               l->id, l->ino, l->offset, l->length,
-               l->exclusive ? "exclusive" : "shared", l->path);
+    char part[16] = "";
+    if (l->partition)
+      snprintf (part, sizeof part, "%u:", l->partition);
+    r = reply (c, "LOCK %" PRIu64 " %" PRIu32 " %" PRIu64 " %" PRId64
+               " %s %s%s", l->id, l->ino, l->offset, l->length,
+               l->exclusive ? "exclusive" : "shared", part, l->path);
   }
   free_gone (&g);
   return r ? r : reply (c, "OK");
@@ -366,14 +377,19 @@ cmd_locks (struct cconn *c)
 static int
 cmd_stats (struct cconn *c)
 {
-  uint64_t txns, vetoed, unattributed, not_followed;
-  follow_get_stats (&txns, &vetoed, &unattributed, &not_followed);
+  uint64_t txns = 0, vetoed = 0, unattributed = 0, not_followed = 0;
+  uint64_t pending = 0;
+  for (size_t i = 0; i < volumes_count (); i++) {
+    follow_get_stats (volumes_get (i), &txns, &vetoed, &unattributed,
+                      &not_followed);
+    pending += follow_pending_bytes (volumes_get (i));
+  }
   if (reply (c, "events %" PRIu64, writes_events ()) ||
       reply (c, "vetoes %" PRIu64, writes_vetoes ()) ||
       reply (c, "transactions %" PRIu64, txns) ||
       reply (c, "transactions_vetoed %" PRIu64, vetoed) ||
       reply (c, "transactions_not_followed %" PRIu64, not_followed) ||
-      reply (c, "pending_bytes %" PRIu64, follow_pending_bytes ()) ||
+      reply (c, "pending_bytes %" PRIu64, pending) ||
       reply (c, "unattributed_bytes %" PRIu64, unattributed) ||
       reply (c, "locks %" PRIu64, locks_count ()))
     return -1;
@@ -396,7 +412,11 @@ cat_out (void *opaque, const void *buf, size_t n)
 static int
 cmd_cat (struct cconn *c, const char *p)
 {
-  int r = follow_cat (p, cat_header, cat_out, c);
+  const char *why;
+  struct volume *vol = volumes_resolve (p, &p, &why);
+  if (vol == NULL)
+    return reply_err (c, ENOENT, why);
+  int r = follow_cat (vol, p, cat_header, cat_out, c);
   if (r == -EPIPE)
     return -1;                  /* the peer went; so do we */
   if (r < 0)

@@ -26,6 +26,7 @@
 #include <nbdkit-plugin.h>
 
 #include "diff.h"
+#include "device.h"
 #include "follow.h"
 #include "handlers.h"
 #include "jbd2.h"
@@ -39,55 +40,66 @@
 
 NBDKIT_DLL_PUBLIC int fsevent_debug_check = 0;
 
-static pthread_rwlock_t model_lock;
-static struct image *image;
-static struct fsev_layout *layout;
-static struct fsev_overlay *overlay;
-static unsigned bs;
+struct follow_stats {
+  uint64_t transactions, vetoed, not_followed, rescans;
+  uint64_t commit_bytes, journal_bytes, unattributed_bytes;
+  uint64_t check_failures;
+};
 
-/* The journal, when there is one we can follow. */
-static bool journalled;
-static struct fsev_jsuper js;
-static uint64_t jsb_offset;             /* device bytes */
-static bool head_known;
-static uint32_t head, head_seq;         /* where the next transaction starts */
+/* One followed filesystem: a bare image, or one partition of a disk. */
+struct volume {
+  unsigned partition;           /* 0: the whole device */
+  uint64_t offset, length;      /* where it lies on the device, bytes */
+  struct device *dev;
 
-static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct pending pending;
+  pthread_rwlock_t model_lock;
+  struct fsev_layout *layout;
+  struct fsev_overlay *overlay;
+  unsigned bs;
 
-/* Inodes that have had a name announced (present at start-up, or
- * created, linked or renamed to since): one that gets a name again is
- * linked, not created (ext2 writes a rename's two directory entries at
- * two commit points).
- */
-static unsigned char *named;
-static uint64_t named_bits;
+  /* The journal, when there is one we can follow. */
+  bool journalled;
+  struct fsev_jsuper js;
+  uint64_t jsb_offset;          /* filesystem bytes */
+  bool head_known;
+  uint32_t head, head_seq;      /* where the next transaction starts */
+
+  pthread_mutex_t pending_lock;
+  struct pending pending;       /* filesystem offsets */
+
+  /* Inodes that have had a name announced (present at start-up, or
+   * created, linked or renamed to since): one that gets a name again is
+   * linked, not created (ext2 writes a rename's two directory entries at
+   * two commit points).
+   */
+  unsigned char *named;
+  uint64_t named_bits;
+
+  struct follow_stats stats;
+};
 
 static bool
 was_named (uint32_t ino, void *opaque)
 {
-  return ino < named_bits && (named[ino / 8] & (1u << (ino % 8)));
+  const struct volume *vol = opaque;
+  return ino < vol->named_bits && (vol->named[ino / 8] & (1u << (ino % 8)));
 }
 
 static void
-remember_names (const struct fsev_layout *L)
+remember_names (struct volume *vol, const struct fsev_layout *L)
 {
   size_t n;
   const struct fsev_inode *in = fsev_layout_inodes (L, &n);
   for (size_t i = 0; i < n; i++)
-    if (in[i].ino < named_bits && fsev_layout_names (L, in[i].ino, NULL, 0))
-      named[in[i].ino / 8] |= 1u << (in[i].ino % 8);
+    if (in[i].ino < vol->named_bits && fsev_layout_names (L, in[i].ino, NULL, 0))
+      vol->named[in[i].ino / 8] |= 1u << (in[i].ino % 8);
 }
 
-static struct {
-  uint64_t transactions, vetoed, not_followed, rescans;
-  uint64_t commit_bytes, journal_bytes, unattributed_bytes;
-  uint64_t check_failures;
-} stats;
 
 /* --- Reading the views. --- */
 
 struct view {
+  struct volume *vol;
   const struct io *io;          /* a request not yet in the image, or NULL */
   const struct fsev_overlay *ov;/* NULL: the raw image (and request) */
 };
@@ -97,13 +109,8 @@ static int
 raw_read (void *opaque, void *buf, size_t count, uint64_t offset)
 {
   const struct view *v = opaque;
-  for (size_t done = 0; done < count; ) {
-    size_t n = count - done > (1u << 30) ? (1u << 30) : count - done;
-    if (image_pread (image, (char *) buf + done, (uint32_t) n,
-                     offset + done) == -1)
-      return -1;
-    done += n;
-  }
+  if (device_read (v->vol->dev, buf, count, v->vol->offset + offset) == -1)
+    return -1;
   const struct io *io = v->io;
   if (io) {
     uint64_t from = io->offset > offset ? io->offset : offset;
@@ -147,7 +154,7 @@ jread (void *opaque, uint32_t jblk, void *buf)
     errno = EIO;
     return -1;
   }
-  return raw_read (j->v, buf, bs, pblk * bs);
+  return raw_read (j->v, buf, j->v->vol->bs, pblk * j->v->vol->bs);
 }
 
 static uint64_t
@@ -160,18 +167,22 @@ jmap (void *opaque, uint32_t jblk)
 static void
 build_warning (void *opaque, const char *msg)
 {
-  nbdkit_debug ("layout: warning: %s", msg);
+  const struct volume *vol = opaque;
+  nbdkit_debug ("partition %u: layout: warning: %s", vol->partition, msg);
 }
 
 /* Scan the committed view V. */
 static struct fsev_layout *
 scan (struct view *v, char *err, size_t errlen)
 {
+  struct volume *vol = v->vol;
   struct fsev_source src = {
-    .read = committed_read, .opaque = v, .size = fsev_layout_fs_bytes (layout),
+    .read = committed_read, .opaque = v, .size = fsev_layout_fs_bytes (vol->layout),
   };
-  struct fsev_build_options opts = { .warn = build_warning, .max_warnings = 20 };
-  stats.rescans++;
+  struct fsev_build_options opts = {
+    .warn = build_warning, .opaque = vol, .max_warnings = 20,
+  };
+  vol->stats.rescans++;
   return fsev_layout_build (&src, &opts, err, errlen);
 }
 
@@ -181,137 +192,168 @@ static int
 replay_txn (const struct fsev_jtxn *txn, void *opaque)
 {
   struct jview *j = opaque;
-  return fsev_overlay_apply (overlay, txn, jmap, j, j->L->fs_blocks);
+  return fsev_overlay_apply (j->v->vol->overlay, txn, jmap, j, j->L->fs_blocks);
 }
 
-int
-follow_init (struct image *img, struct fsev_layout *L)
+/* Messages about a volume name its partition when the device has them. */
+#define VDEBUG(vol, fmt, ...)                                           \
+  nbdkit_debug ("%s%.0u%s" fmt, (vol)->partition ? "partition " : "",   \
+                (vol)->partition, (vol)->partition ? ": " : "", ##__VA_ARGS__)
+
+static void
+volume_free (struct volume *vol)
 {
-  image = img;
-  layout = L;
-  bs = fsev_layout_block_size (L);
+  pending_free (&vol->pending);
+  free (vol->named);
+  fsev_overlay_free (vol->overlay);
+  fsev_layout_free (vol->layout);
+  pthread_rwlock_destroy (&vol->model_lock);
+  pthread_mutex_destroy (&vol->pending_lock);
+  free (vol);
+}
+
+struct volume *
+follow_init (struct device *dev, unsigned partition, uint64_t offset,
+             uint64_t length, struct fsev_layout *L)
+{
+  struct volume *vol = calloc (1, sizeof *vol);
+  if (vol == NULL) {
+    fsev_layout_free (L);
+    nbdkit_error ("out of memory");
+    return NULL;
+  }
+  vol->partition = partition;
+  vol->offset = offset;
+  vol->length = length;
+  vol->dev = dev;
+  vol->layout = L;
+  vol->bs = fsev_layout_block_size (L);
   pthread_rwlockattr_t attr;
   pthread_rwlockattr_init (&attr);
   /* A commit waits for the writes in flight, not for every later one. */
   pthread_rwlockattr_setkind_np (&attr,
                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-  pthread_rwlock_init (&model_lock, &attr);
+  pthread_rwlock_init (&vol->model_lock, &attr);
   pthread_rwlockattr_destroy (&attr);
-  overlay = fsev_overlay_new (bs);
-  named_bits = (uint64_t) L->inodes_count + 1;
-  named = calloc (named_bits / 8 + 1, 1);
-  if (overlay == NULL || named == NULL) {
+  pthread_mutex_init (&vol->pending_lock, NULL);
+  vol->overlay = fsev_overlay_new (vol->bs);
+  vol->named_bits = (uint64_t) L->inodes_count + 1;
+  vol->named = calloc (vol->named_bits / 8 + 1, 1);
+  if (vol->overlay == NULL || vol->named == NULL) {
     nbdkit_error ("out of memory");
-    return -1;
+    volume_free (vol);
+    return NULL;
   }
-  remember_names (L);
+  remember_names (vol, L);
 
   uint64_t pblk = fsev_layout_journal_ino (L)
     ? fsev_layout_journal_pblk (L, 0) : 0;
   if (pblk == 0) {
-    nbdkit_debug ("no journal: metadata writes are the commit points");
-    return 0;
+    VDEBUG (vol, "no journal: metadata writes are the commit points");
+    return vol;
   }
-  unsigned char *buf = malloc (bs);
+  unsigned char *buf = malloc (vol->bs);
   char err[256];
-  struct view v = { 0 };
-  if (buf == NULL || raw_read (&v, buf, bs, pblk * bs) == -1) {
+  struct view v = { .vol = vol };
+  if (buf == NULL || raw_read (&v, buf, vol->bs, pblk * vol->bs) == -1) {
     free (buf);
     nbdkit_error ("cannot read the journal superblock");
-    return -1;
+    volume_free (vol);
+    return NULL;
   }
-  if (fsev_jbd2_parse_super (buf, bs, &js, err, sizeof err) == -1) {
+  if (fsev_jbd2_parse_super (buf, vol->bs, &vol->js, err, sizeof err) == -1) {
     /* Followed without it: journalled metadata is then seen when it is
      * written home (checkpoint), later than its commit.
      */
     free (buf);
-    nbdkit_debug ("the journal cannot be followed (%s): metadata writes "
-                  "are the commit points", err);
-    return 0;
+    VDEBUG (vol, "the journal cannot be followed (%s): metadata writes "
+            "are the commit points", err);
+    return vol;
   }
   free (buf);
-  journalled = true;
-  jsb_offset = pblk * bs;
-  head_seq = js.sequence;
-  nbdkit_debug ("journal: %" PRIu32 " blocks, log %" PRIu32 "..%" PRIu32
-                ", sequence %" PRIu32 ", %s%s%s",
-                js.maxlen, js.first, js.log_end, js.sequence,
-                js.start ? "needs recovery" : "clean",
-                js.csum_v3 ? ", csum v3" : js.csum_v2 ? ", csum v2" : "",
-                js.fast_commit ? ", fast commit (followed at full commits)" : "");
-  if (js.start == 0)
-    return 0;
+  vol->journalled = true;
+  vol->jsb_offset = pblk * vol->bs;
+  vol->head_seq = vol->js.sequence;
+  VDEBUG (vol, "journal: %" PRIu32 " blocks, log %" PRIu32 "..%" PRIu32
+          ", sequence %" PRIu32 ", %s%s%s",
+          vol->js.maxlen, vol->js.first, vol->js.log_end, vol->js.sequence,
+          vol->js.start ? "needs recovery" : "clean",
+          vol->js.csum_v3 ? ", csum v3" : vol->js.csum_v2 ? ", csum v2" : "",
+          vol->js.fast_commit ? ", fast commit (followed at full commits)" : "");
+  if (vol->js.start == 0)
+    return vol;
 
   /* Recovery is replayed into the overlay, never into the image. */
   struct jview jv = { .v = &v, .L = L };
   uint32_t next, next_seq;
-  int n = fsev_jbd2_walk (&js, jread, &jv, replay_txn, &jv, &next, &next_seq);
+  int n = fsev_jbd2_walk (&vol->js, jread, &jv, replay_txn, &jv, &next, &next_seq);
   if (n < 0) {
     nbdkit_error ("cannot replay the journal");
-    return -1;
+    volume_free (vol);
+    return NULL;
   }
-  head = next;
-  head_seq = next_seq;
-  head_known = true;
-  nbdkit_debug ("journal: %d committed transactions replayed into the "
-                "committed view (%zu blocks)", n, overlay->n);
-  if (overlay->n) {
-    struct view cv = { .ov = overlay };
+  vol->head = next;
+  vol->head_seq = next_seq;
+  vol->head_known = true;
+  VDEBUG (vol, "journal: %d committed transactions replayed into the "
+          "committed view (%zu blocks)", n, vol->overlay->n);
+  if (vol->overlay->n) {
+    struct view cv = { .vol = vol, .ov = vol->overlay };
     struct fsev_layout *nl = scan (&cv, err, sizeof err);
     if (nl == NULL) {
       nbdkit_error ("the filesystem after journal recovery: %s", err);
-      return -1;
+      volume_free (vol);
+      return NULL;
     }
-    fsev_layout_free (layout);
-    layout = nl;
+    fsev_layout_free (vol->layout);
+    vol->layout = nl;
   }
-  return 0;
+  return vol;
 }
 
 void
-follow_fini (void)
+follow_fini (struct volume *vol)
 {
-  if (layout == NULL)
+  if (vol == NULL)
     return;
-  pending_normalise (&pending);
-  if (pending.bytes) {
+  pending_normalise (&vol->pending);
+  if (vol->pending.bytes) {
     struct log_batch lb;
     log_batch_init (&lb);
-    for (size_t i = 0; i < pending.n; i++)
-      log_unattributed (&lb, pending.v[i].offset, pending.v[i].length,
-                        "shutdown");
+    for (size_t i = 0; i < vol->pending.n; i++)
+      log_unattributed (&lb, vol->partition,
+                        vol->offset + vol->pending.v[i].offset,
+                        vol->pending.v[i].length, "shutdown");
     log_commit (&lb);
-    stats.unattributed_bytes += pending.bytes;
-    nbdkit_debug ("%" PRIu64 " bytes written to free space never became "
-                  "part of a file (unattributed)", pending.bytes);
+    vol->stats.unattributed_bytes += vol->pending.bytes;
+    VDEBUG (vol, "%" PRIu64 " bytes written to free space never became "
+            "part of a file (unattributed)", vol->pending.bytes);
   }
-  follow_log_stats ();
-  pending_free (&pending);
-  free (named);
-  named = NULL;
-  fsev_overlay_free (overlay);
-  overlay = NULL;
-  fsev_layout_free (layout);
-  layout = NULL;
+  follow_log_stats (vol);
+  volume_free (vol);
 }
 
 void
-follow_log_stats (void)
+follow_log_stats (struct volume *vol)
 {
-  nbdkit_debug ("follow: %" PRIu64 " transactions, %" PRIu64 " vetoed, %"
-                PRIu64 " not followed, %" PRIu64 " rescans; attributed at "
-                "commit %" PRIu64 " bytes, from the journal %" PRIu64
-                " bytes; unattributed %" PRIu64 " bytes%s",
-                stats.transactions, stats.vetoed, stats.not_followed,
-                stats.rescans, stats.commit_bytes, stats.journal_bytes,
-                stats.unattributed_bytes,
-                stats.check_failures ? "; MODEL CHECK FAILURES" : "");
+  VDEBUG (vol, "follow: %" PRIu64 " transactions, %" PRIu64 " vetoed, %"
+          PRIu64 " not followed, %" PRIu64 " rescans; attributed at "
+          "commit %" PRIu64 " bytes, from the journal %" PRIu64
+          " bytes; unattributed %" PRIu64 " bytes%s",
+          vol->stats.transactions, vol->stats.vetoed, vol->stats.not_followed,
+          vol->stats.rescans, vol->stats.commit_bytes, vol->stats.journal_bytes,
+          vol->stats.unattributed_bytes,
+          vol->stats.check_failures ? "; MODEL CHECK FAILURES" : "");
 }
 
-void follow_lock_shared (void) { pthread_rwlock_rdlock (&model_lock); }
-void follow_lock_exclusive (void) { pthread_rwlock_wrlock (&model_lock); }
-void follow_unlock (void) { pthread_rwlock_unlock (&model_lock); }
-const struct fsev_layout *follow_layout (void) { return layout; }
+unsigned volume_partition (const struct volume *vol) { return vol->partition; }
+uint64_t volume_offset (const struct volume *vol) { return vol->offset; }
+uint64_t volume_length (const struct volume *vol) { return vol->length; }
+
+void follow_lock_shared (struct volume *vol) { pthread_rwlock_rdlock (&vol->model_lock); }
+void follow_lock_exclusive (struct volume *vol) { pthread_rwlock_wrlock (&vol->model_lock); }
+void follow_unlock (struct volume *vol) { pthread_rwlock_unlock (&vol->model_lock); }
+const struct fsev_layout *follow_layout (const struct volume *vol) { return vol->layout; }
 
 /* --- Which requests need the exclusive path. --- */
 
@@ -345,18 +387,19 @@ new_bytes (const struct io *io, void *buf, uint64_t offset, uint64_t len)
  * recovery would put the journal copy back anyway.)
  */
 static bool
-changes_metadata (const struct io *io, const struct fsev_segment *seg)
+changes_metadata (struct volume *vol, const struct io *io,
+                  const struct fsev_segment *seg)
 {
   unsigned char old[65536], neu[65536];
-  if (bs > sizeof old)
+  if (vol->bs > sizeof old)
     return true;
   for (uint64_t off = seg->offset; off < seg->offset + seg->length; ) {
-    uint64_t blk = off / bs;
-    uint64_t end = (blk + 1) * bs;
+    uint64_t blk = off / vol->bs;
+    uint64_t end = (blk + 1) * vol->bs;
     if (end > seg->offset + seg->length)
       end = seg->offset + seg->length;
-    if (fsev_overlay_find (overlay, blk) == NULL) {
-      struct view v = { 0 };
+    if (fsev_overlay_find (vol->overlay, blk) == NULL) {
+      struct view v = { .vol = vol };
       if (raw_read (&v, old, end - off, off) == -1)
         return true;
       new_bytes (io, neu, off, end - off);
@@ -370,12 +413,13 @@ changes_metadata (const struct io *io, const struct fsev_segment *seg)
 
 /* Is there a commit block among IO's whole blocks in SEG? */
 static bool
-has_commit_block (const struct io *io, const struct fsev_segment *seg)
+has_commit_block (const struct volume *vol, const struct io *io,
+                  const struct fsev_segment *seg)
 {
   if (io->op != FSEVENT_OP_WRITE)
     return false;
-  uint64_t first = (seg->offset + bs - 1) / bs * bs;
-  for (uint64_t off = first; off + bs <= seg->offset + seg->length; off += bs) {
+  uint64_t first = (seg->offset + vol->bs - 1) / vol->bs * vol->bs;
+  for (uint64_t off = first; off + vol->bs <= seg->offset + seg->length; off += vol->bs) {
     uint32_t type, seq;
     if (fsev_jbd2_header ((const char *) io->buf + (off - io->offset),
                           &type, &seq) && type == FSEV_JBD2_COMMIT)
@@ -385,39 +429,40 @@ has_commit_block (const struct io *io, const struct fsev_segment *seg)
 }
 
 bool
-follow_segment_needs_exclusive (const struct io *io,
+follow_segment_needs_exclusive (struct volume *vol, const struct io *io,
                                 const struct fsev_segment *seg)
 {
   if (seg->role == FSEV_ROLE_JOURNAL) {
-    if (!journalled || (seg->flags & FSEV_SEG_JOURNAL_FC))
+    if (!vol->journalled || (seg->flags & FSEV_SEG_JOURNAL_FC))
       return false;             /* fast commits: followed at full commits */
     if (seg->flags & FSEV_SEG_JOURNAL_SB)
       return true;
-    return fsev_overlay_refers (overlay, seg->offset, seg->length) ||
-      has_commit_block (io, seg);
+    return fsev_overlay_refers (vol->overlay, seg->offset, seg->length) ||
+      has_commit_block (vol, io, seg);
   }
   if (is_metadata (seg->role))
-    return changes_metadata (io, seg);
+    return changes_metadata (vol, io, seg);
   return false;
 }
 
 bool
-follow_is_checkpoint (const struct io *io, const struct fsev_segment *seg)
+follow_is_checkpoint (struct volume *vol, const struct io *io,
+                      const struct fsev_segment *seg)
 {
   unsigned char cur[65536], neu[65536];
-  if (overlay->n == 0 || bs > sizeof cur)
+  if (vol->overlay->n == 0 || vol->bs > sizeof cur)
     return false;
   for (uint64_t off = seg->offset; off < seg->offset + seg->length; ) {
-    uint64_t blk = off / bs;
-    uint64_t end = (blk + 1) * bs;
+    uint64_t blk = off / vol->bs;
+    uint64_t end = (blk + 1) * vol->bs;
     if (end > seg->offset + seg->length)
       end = seg->offset + seg->length;
-    const struct fsev_overlay_entry *e = fsev_overlay_find (overlay, blk);
-    struct view v = { 0 };
-    if (e == NULL || fsev_overlay_read_entry (overlay, e, raw_read, &v, cur) == -1)
+    const struct fsev_overlay_entry *e = fsev_overlay_find (vol->overlay, blk);
+    struct view v = { .vol = vol };
+    if (e == NULL || fsev_overlay_read_entry (vol->overlay, e, raw_read, &v, cur) == -1)
       return false;
     new_bytes (io, neu, off, end - off);
-    if (memcmp (cur + (off - blk * bs), neu, end - off) != 0)
+    if (memcmp (cur + (off - blk * vol->bs), neu, end - off) != 0)
       return false;
     off = end;
   }
@@ -427,16 +472,17 @@ follow_is_checkpoint (const struct io *io, const struct fsev_segment *seg)
 /* --- Pending free-space bytes. --- */
 
 void
-follow_pending_add (uint64_t offset, uint64_t length)
+follow_pending_add (struct volume *vol, uint64_t offset, uint64_t length)
 {
-  pthread_mutex_lock (&pending_lock);
-  if (pending_add (&pending, offset, length) == -1)
+  pthread_mutex_lock (&vol->pending_lock);
+  if (pending_add (&vol->pending, offset, length) == -1)
     nbdkit_error ("out of memory: %" PRIu64 " bytes at %" PRIu64
                   " will not be attributed", length, offset);
-  pthread_mutex_unlock (&pending_lock);
+  pthread_mutex_unlock (&vol->pending_lock);
 }
 
 struct give_up {
+  struct volume *vol;
   struct log_batch *lb;
   const char *reason;
 };
@@ -445,21 +491,23 @@ static void
 given_up (uint64_t offset, uint64_t length, void *opaque)
 {
   struct give_up *g = opaque;
-  log_unattributed (g->lb, offset, length, g->reason);
-  __atomic_fetch_add (&stats.unattributed_bytes, length, __ATOMIC_RELAXED);
-  nbdkit_debug ("unattributed: %" PRIu64 " bytes at %" PRIu64 " (%s)",
-                length, offset, g->reason);
+  struct volume *vol = g->vol;
+  log_unattributed (g->lb, vol->partition, vol->offset + offset, length,
+                    g->reason);
+  __atomic_fetch_add (&vol->stats.unattributed_bytes, length, __ATOMIC_RELAXED);
+  VDEBUG (vol, "unattributed: %" PRIu64 " bytes at %" PRIu64 " (%s)",
+          length, vol->offset + offset, g->reason);
 }
 
 void
-follow_pending_drop (uint64_t offset, uint64_t length, const char *reason,
-                     struct log_batch *lb)
+follow_pending_drop (struct volume *vol, uint64_t offset, uint64_t length,
+                     const char *reason, struct log_batch *lb)
 {
-  struct give_up g = { lb, reason };
-  pthread_mutex_lock (&pending_lock);
-  pending_normalise (&pending);
-  pending_remove (&pending, offset, length, given_up, &g);
-  pthread_mutex_unlock (&pending_lock);
+  struct give_up g = { vol, lb, reason };
+  pthread_mutex_lock (&vol->pending_lock);
+  pending_normalise (&vol->pending);
+  pending_remove (&vol->pending, offset, length, given_up, &g);
+  pthread_mutex_unlock (&vol->pending_lock);
 }
 
 /* --- The plan of a commit point. --- */
@@ -476,6 +524,7 @@ struct item {
 };
 
 struct follow_plan {
+  struct volume *vol;
   struct conn *conn;
   struct fsev_overlay *ov;      /* the next overlay, or NULL: unchanged */
   struct fsev_layout *L;        /* the next model, or NULL: unchanged */
@@ -550,6 +599,7 @@ add_change (struct follow_plan *p, const struct fsev_layout *A,
   *c = (struct fsevent_change) {
     .struct_size = sizeof *c,
     .phase = FSEVENT_BEFORE,
+    .partition = p->vol->partition,
     .ino = ch->ino,
     .replaced_ino = ch->replaced_ino,
     .changed = ch->changed,
@@ -626,6 +676,7 @@ add_data (struct follow_plan *p, const struct fsev_layout *B,
           enum fsevent_direction dir, uint32_t ino, uint64_t position,
           uint64_t offset, uint64_t length)
 {
+  offset += p->vol->offset;     /* events carry device offsets */
   if (p->n > 0) {
     struct item *last = &p->items[p->n - 1];
     struct fsevent_write *w = &last->w;
@@ -645,6 +696,7 @@ add_data (struct follow_plan *p, const struct fsev_layout *B,
     .phase = FSEVENT_BEFORE,
     .direction = dir,
     .operation = FSEVENT_OP_WRITE,
+    .partition = p->vol->partition,
     .ino = ino,
     .position = position,
     .bytes_to_write = length,
@@ -714,22 +766,23 @@ static bool
 find_txn (struct jview *jv, uint32_t cjblk, uint32_t seq,
           uint32_t hint, bool hint_ok, struct fsev_jtxn *txn)
 {
+  struct volume *vol = jv->v->vol;
   char err[256];
   if (hint_ok) {
-    enum fsev_jresult r = fsev_jbd2_parse_txn (&js, jread, jv, hint, seq, txn,
+    enum fsev_jresult r = fsev_jbd2_parse_txn (&vol->js, jread, jv, hint, seq, txn,
                                                err, sizeof err);
     if (r == FSEV_J_OK && txn->commit_jblk == cjblk)
       return true;
     if (r == FSEV_J_OK)
       fsev_jtxn_free (txn);
   }
-  unsigned char *buf = malloc (bs);
+  unsigned char *buf = malloc (vol->bs);
   if (buf == NULL)
     return false;
-  uint32_t loglen = js.log_end - js.first, pos = cjblk, start = 0;
+  uint32_t loglen = vol->js.log_end - vol->js.first, pos = cjblk, start = 0;
   bool found = false;
   for (uint32_t steps = 0; steps < loglen; steps++) {
-    pos = pos == js.first ? js.log_end - 1 : pos - 1;
+    pos = pos == vol->js.first ? vol->js.log_end - 1 : pos - 1;
     uint32_t type, s;
     if (jread (jv, pos, buf) == -1)
       break;
@@ -745,15 +798,15 @@ find_txn (struct jview *jv, uint32_t cjblk, uint32_t seq,
   free (buf);
   if (!found)
     return false;
-  enum fsev_jresult r = fsev_jbd2_parse_txn (&js, jread, jv, start, seq, txn,
+  enum fsev_jresult r = fsev_jbd2_parse_txn (&vol->js, jread, jv, start, seq, txn,
                                              err, sizeof err);
   if (r == FSEV_J_OK && txn->commit_jblk == cjblk)
     return true;
   if (r == FSEV_J_OK)
     fsev_jtxn_free (txn);
-  nbdkit_debug ("journal: transaction %" PRIu32 " committing at block %"
-                PRIu32 " cannot be parsed: %s", seq, cjblk,
-                r == FSEV_J_OK ? "it ends elsewhere" : err);
+  VDEBUG (vol, "journal: transaction %" PRIu32 " committing at block %"
+          PRIu32 " cannot be parsed: %s", seq, cjblk,
+          r == FSEV_J_OK ? "it ends elsewhere" : err);
   return false;
 }
 
@@ -771,7 +824,7 @@ static struct fsev_overlay *
 next_overlay (struct follow_plan *p)
 {
   if (p->ov == NULL)
-    p->ov = fsev_overlay_clone (overlay);
+    p->ov = fsev_overlay_clone (p->vol->overlay);
   if (p->ov == NULL)
     p->oom = true;
   return p->ov;
@@ -790,12 +843,13 @@ static void
 check_expired (const struct fsev_overlay_entry *e, void *opaque)
 {
   struct expire_check *x = opaque;
+  const struct volume *vol = x->raw->vol;
   unsigned char a[65536], b[65536];
-  if (x->differs || bs > sizeof a)
+  if (x->differs || vol->bs > sizeof a)
     return;
   if (fsev_overlay_read_entry (x->ov, e, raw_read, x->raw, a) == -1 ||
-      raw_read (x->raw, b, bs, e->fsblk * bs) == -1 ||
-      memcmp (a, b, bs) != 0)
+      raw_read (x->raw, b, vol->bs, e->fsblk * vol->bs) == -1 ||
+      memcmp (a, b, vol->bs) != 0)
     x->differs = true;
 }
 
@@ -804,27 +858,28 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
 {
   struct prep *pr = opaque;
   struct follow_plan *p = pr->p;
+  struct volume *vol = p->vol;
   const struct io *io = pr->io;
 
   if (is_metadata (seg->role)) {
-    if (changes_metadata (io, seg))
+    if (changes_metadata (vol, io, seg))
       pr->rescan = true;
     return 0;
   }
-  if (seg->role != FSEV_ROLE_JOURNAL || !journalled ||
+  if (seg->role != FSEV_ROLE_JOURNAL || !vol->journalled ||
       (seg->flags & FSEV_SEG_JOURNAL_FC))
     return 0;
 
   if (seg->flags & FSEV_SEG_JOURNAL_SB) {
     char err[256];
-    unsigned char *buf = malloc (bs);
+    unsigned char *buf = malloc (vol->bs);
     if (buf == NULL) {
       pr->oom = true;
       return -1;
     }
-    int r = raw_read (pr->jv.v, buf, bs, jsb_offset);
+    int r = raw_read (pr->jv.v, buf, vol->bs, vol->jsb_offset);
     struct fsev_jsuper nj;
-    if (r == 0 && fsev_jbd2_parse_super (buf, bs, &nj, err, sizeof err) == 0) {
+    if (r == 0 && fsev_jbd2_parse_super (buf, vol->bs, &nj, err, sizeof err) == 0) {
       struct fsev_overlay *ov = next_overlay (p);
       if (ov) {
         struct expire_check x = { .raw = pr->jv.v, .ov = ov };
@@ -836,16 +891,16 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
       p->js = nj;
       if (nj.start == 0)
         p->journal_clean = true;
-      else if (!head_known && !p->new_head) {
+      else if (!vol->head_known && !p->new_head) {
         p->new_head = true;
         p->head = nj.start;
         p->head_seq = nj.sequence;
       }
     }
     else
-      nbdkit_debug ("journal: the guest wrote a journal superblock that "
-                    "does not parse (%s): kept the last good one",
-                    r == 0 ? err : "read error");
+      VDEBUG (vol, "journal: the guest wrote a journal superblock that "
+              "does not parse (%s): kept the last good one",
+              r == 0 ? err : "read error");
     free (buf);
     return 0;
   }
@@ -853,24 +908,24 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
   /* The log: commit blocks among the request's whole blocks. */
   if (io->op != FSEVENT_OP_WRITE)
     return 0;
-  uint64_t first = (seg->offset + bs - 1) / bs * bs;
-  for (uint64_t off = first; off + bs <= seg->offset + seg->length; off += bs) {
+  uint64_t first = (seg->offset + vol->bs - 1) / vol->bs * vol->bs;
+  for (uint64_t off = first; off + vol->bs <= seg->offset + seg->length; off += vol->bs) {
     uint32_t type, seq;
     if (!fsev_jbd2_header ((const char *) io->buf + (off - io->offset),
                            &type, &seq) || type != FSEV_JBD2_COMMIT)
       continue;
-    uint32_t cjblk = (uint32_t) ((seg->position + (off - seg->offset)) / bs);
-    uint32_t hint = p->new_head ? p->head : head;
-    bool hint_ok = (p->new_head || head_known) &&
-      (p->new_head ? p->head_seq : head_seq) == seq;
+    uint32_t cjblk = (uint32_t) ((seg->position + (off - seg->offset)) / vol->bs);
+    uint32_t hint = p->new_head ? p->head : vol->head;
+    bool hint_ok = (p->new_head || vol->head_known) &&
+      (p->new_head ? p->head_seq : vol->head_seq) == seq;
     struct fsev_jtxn txn;
     if (!find_txn (&pr->jv, cjblk, seq, hint, hint_ok, &txn)) {
-      stats.not_followed++;
+      vol->stats.not_followed++;
       continue;
     }
     struct fsev_overlay *ov = next_overlay (p);
     if (ov == NULL ||
-        fsev_overlay_apply (ov, &txn, jmap, &pr->jv, layout->fs_blocks) == -1 ||
+        fsev_overlay_apply (ov, &txn, jmap, &pr->jv, vol->layout->fs_blocks) == -1 ||
         fsev_grow ((void **) &pr->txns, &pr->cap, pr->ntxns + 1,
                    sizeof *pr->txns) == -1) {
       fsev_jtxn_free (&txn);
@@ -888,55 +943,58 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
 }
 
 struct follow_plan *
-follow_prepare (const struct io *io, struct conn *conn, int *err)
+follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
+                int *err)
 {
   struct follow_plan *p = calloc (1, sizeof *p);
   if (p == NULL) {
     *err = ENOMEM;
     return NULL;
   }
+  p->vol = vol;
   p->conn = conn;
-  struct view raw = { .io = io };
-  struct prep pr = { .p = p, .io = io, .jv = { .v = &raw, .L = layout } };
+  struct view raw = { .vol = vol, .io = io };
+  struct prep pr = { .p = p, .io = io, .jv = { .v = &raw, .L = vol->layout } };
 
   /* Journal blocks the overlay still needs get copies before the guest
    * overwrites them (the old content: the image without this request).
    */
-  struct view old = { 0 };
-  if (fsev_overlay_refers (overlay, io->offset, io->count) &&
-      fsev_overlay_materialize (overlay, raw_read, &old, io->offset,
+  struct view old = { .vol = vol };
+  if (fsev_overlay_refers (vol->overlay, io->offset, io->count) &&
+      fsev_overlay_materialize (vol->overlay, raw_read, &old, io->offset,
                                 io->count) == -1)
     goto oom;
 
-  fsev_layout_lookup (layout, io->offset, io->count, prep_segment, &pr);
+  fsev_layout_lookup (vol->layout, io->offset, io->count, prep_segment, &pr);
   if (pr.oom || p->oom)
     goto oom;
 
   if (pr.ntxns || pr.rescan) {
     char msg[256];
-    struct view cv = { .io = io, .ov = p->ov ? p->ov : overlay };
+    struct view cv = { .vol = vol, .io = io,
+                       .ov = p->ov ? p->ov : vol->overlay };
     p->L = scan (&cv, msg, sizeof msg);
     if (p->L == NULL)
-      nbdkit_debug ("the committed view no longer holds a filesystem we can "
-                    "map (%s): the model stays as it was", msg);
+      VDEBUG (vol, "the committed view no longer holds a filesystem we can "
+              "map (%s): the model stays as it was", msg);
   }
   if (p->L) {
     /* Namespace changes. */
     struct fsev_change *ch;
-    ssize_t nch = fsev_diff (layout, p->L, was_named, NULL, &ch);
+    ssize_t nch = fsev_diff (vol->layout, p->L, was_named, vol, &ch);
     if (nch < 0)
       goto oom;
     ssize_t i = 0;
     for (; i < nch && (ch[i].reused || fsev_change_rank (ch[i].kind) < 4); i++)
-      add_change (p, layout, p->L, &ch[i]);
+      add_change (p, vol->layout, p->L, &ch[i]);
     /* New data: pending bytes the new model gives to files. */
-    pthread_mutex_lock (&pending_lock);
-    pending_normalise (&pending);
+    pthread_mutex_lock (&vol->pending_lock);
+    pending_normalise (&vol->pending);
     struct sift s = { p, p->L };
-    for (size_t k = 0; k < pending.n && !p->oom; k++)
-      fsev_layout_lookup (p->L, pending.v[k].offset, pending.v[k].length,
+    for (size_t k = 0; k < vol->pending.n && !p->oom; k++)
+      fsev_layout_lookup (p->L, vol->pending.v[k].offset, vol->pending.v[k].length,
                           sift_segment, &s);
-    pthread_mutex_unlock (&pending_lock);
+    pthread_mutex_unlock (&vol->pending_lock);
     p->have_kept = true;
     /* Logged data (data=journal). */
     struct jdata jd = { p, p->L };
@@ -944,10 +1002,10 @@ follow_prepare (const struct io *io, struct conn *conn, int *err)
       for (size_t k = 0; k < pr.txns[t].ntags; k++) {
         const struct fsev_jtag *tag = &pr.txns[t].tags[k];
         if (tag->csum_ok && tag->fsblk < p->L->fs_blocks)
-          fsev_layout_lookup (p->L, tag->fsblk * bs, bs, jdata_segment, &jd);
+          fsev_layout_lookup (p->L, tag->fsblk * vol->bs, vol->bs, jdata_segment, &jd);
       }
     for (; i < nch; i++)
-      add_change (p, layout, p->L, &ch[i]);
+      add_change (p, vol->layout, p->L, &ch[i]);
     free (ch);
   }
   for (size_t t = 0; t < pr.ntxns; t++)
@@ -961,7 +1019,8 @@ follow_prepare (const struct io *io, struct conn *conn, int *err)
    * (pending data is there already) or from the journal's copies.
    */
   if (handlers_want_data ()) {
-    struct view cv = { .io = io, .ov = p->ov ? p->ov : overlay };
+    struct view cv = { .vol = vol, .io = io,
+                       .ov = p->ov ? p->ov : vol->overlay };
     for (size_t k = 0; k < p->n; k++) {
       struct item *it = &p->items[k];
       if (it->is_change || it->w.bytes_to_write > (64u << 20))
@@ -970,7 +1029,7 @@ follow_prepare (const struct io *io, struct conn *conn, int *err)
       if (it->data == NULL)
         goto oom;
       if (committed_read (&cv, it->data, it->w.bytes_to_write,
-                          it->w.device_offset) == -1) {
+                          it->w.device_offset - vol->offset) == -1) {
         *err = EIO;
         free_plan (p);
         return NULL;
@@ -1007,7 +1066,7 @@ follow_plan_locked (const struct follow_plan *p, uint64_t *id)
   for (size_t i = 0; i < p->n; i++) {
     const struct item *it = &p->items[i];
     if (!it->is_change) {
-      if (locks_covers (it->w.ino, it->w.position,
+      if (locks_covers (p->vol->partition, it->w.ino, it->w.position,
                         it->w.position + it->w.bytes_to_write, id))
         return true;
       continue;
@@ -1018,18 +1077,18 @@ follow_plan_locked (const struct follow_plan *p, uint64_t *id)
     case FSEVENT_SET_SIZE:
       lo = c->old_attributes.size < c->attributes.size
         ? c->old_attributes.size : c->attributes.size;
-      if (locks_covers (c->ino, lo, LOCK_TO_EOF, id))
+      if (locks_covers (p->vol->partition, c->ino, lo, LOCK_TO_EOF, id))
         return true;
       break;
     case FSEVENT_UNLINK:
     case FSEVENT_DELETE:
-      if (locks_covers (c->ino, 0, LOCK_TO_EOF, id))
+      if (locks_covers (p->vol->partition, c->ino, 0, LOCK_TO_EOF, id))
         return true;
       break;
     default:
       break;
     }
-    if (c->replaced_ino && locks_covers (c->replaced_ino, 0, LOCK_TO_EOF, id))
+    if (c->replaced_ino && locks_covers (p->vol->partition, c->replaced_ino, 0, LOCK_TO_EOF, id))
       return true;
   }
   return false;
@@ -1065,16 +1124,17 @@ cmp_extent (const void *a, const void *b)
 }
 
 int
-follow_cat (const char *path, int (*header) (void *, uint64_t),
+follow_cat (struct volume *vol, const char *path,
+            int (*header) (void *, uint64_t),
             int (*out) (void *, const void *, size_t), void *opaque)
 {
   struct extents x = { 0 };
   unsigned char *buf = NULL;
   int r = 0;
 
-  follow_lock_shared ();
-  uint32_t ino = fsev_layout_lookup_path (layout, path);
-  const struct fsev_inode *in = ino ? fsev_layout_inode (layout, ino) : NULL;
+  follow_lock_shared (vol);
+  uint32_t ino = fsev_layout_lookup_path (vol->layout, path);
+  const struct fsev_inode *in = ino ? fsev_layout_inode (vol->layout, ino) : NULL;
   if (in == NULL) {
     r = -ENOENT;
     goto out;
@@ -1087,9 +1147,9 @@ follow_cat (const char *path, int (*header) (void *, uint64_t),
     r = -ENOTSUP;
     goto out;
   }
-  buf = malloc (bs);
+  buf = malloc (vol->bs);
   if (buf == NULL ||
-      fsev_layout_file_blocks (layout, ino, add_extent, &x) == -1) {
+      fsev_layout_file_blocks (vol->layout, ino, add_extent, &x) == -1) {
     r = -ENOMEM;
     goto out;
   }
@@ -1098,63 +1158,66 @@ follow_cat (const char *path, int (*header) (void *, uint64_t),
     r = -EPIPE;
     goto out;
   }
-  struct view v = { .ov = overlay };
+  struct view v = { .vol = vol, .ov = vol->overlay };
   size_t k = 0;
-  for (uint64_t pos = 0, lblk = 0; pos < in->size; pos += bs, lblk++) {
+  for (uint64_t pos = 0, lblk = 0; pos < in->size; pos += vol->bs, lblk++) {
     while (k < x.n && x.v[k].lblk + x.v[k].len <= lblk)
       k++;
-    size_t n = in->size - pos < bs ? in->size - pos : bs;
+    size_t n = in->size - pos < vol->bs ? in->size - pos : vol->bs;
     if (k < x.n && x.v[k].lblk <= lblk && !x.v[k].unwritten) {
-      if (committed_read (&v, buf, bs,
-                          (x.v[k].pblk + (lblk - x.v[k].lblk)) * bs) == -1) {
+      if (committed_read (&v, buf, vol->bs,
+                          (x.v[k].pblk + (lblk - x.v[k].lblk)) * vol->bs) == -1) {
         r = -EIO;
         goto out;
       }
     }
     else
-      memset (buf, 0, bs);      /* a hole, or unwritten: zeroes */
+      memset (buf, 0, vol->bs);      /* a hole, or unwritten: zeroes */
     if (out (opaque, buf, n) == -1) {
       r = -EPIPE;
       goto out;
     }
   }
  out:
-  follow_unlock ();
+  follow_unlock (vol);
   free (x.v);
   free (buf);
   return r;
 }
 
 int
-follow_resolve (const char *path, uint32_t *ino, char ***names)
+follow_resolve (struct volume *vol, const char *path, uint32_t *ino,
+                char ***names)
 {
-  follow_lock_shared ();
-  *ino = fsev_layout_lookup_path (layout, path);
-  *names = *ino ? paths_of (layout, *ino) : NULL;
-  follow_unlock ();
+  follow_lock_shared (vol);
+  *ino = fsev_layout_lookup_path (vol->layout, path);
+  *names = *ino ? paths_of (vol->layout, *ino) : NULL;
+  follow_unlock (vol);
   if (*ino == 0)
     return -ENOENT;
   return *names ? 0 : -ENOMEM;
 }
 
 uint64_t
-follow_pending_bytes (void)
+follow_pending_bytes (struct volume *vol)
 {
-  pthread_mutex_lock (&pending_lock);
-  pending_normalise (&pending);
-  uint64_t b = pending.bytes;
-  pthread_mutex_unlock (&pending_lock);
+  pthread_mutex_lock (&vol->pending_lock);
+  pending_normalise (&vol->pending);
+  uint64_t b = vol->pending.bytes;
+  pthread_mutex_unlock (&vol->pending_lock);
   return b;
 }
 
 void
-follow_get_stats (uint64_t *transactions, uint64_t *vetoed,
+follow_get_stats (struct volume *vol, uint64_t *transactions, uint64_t *vetoed,
                   uint64_t *unattributed, uint64_t *not_followed)
 {
-  *transactions = stats.transactions;
-  *vetoed = stats.vetoed;
-  *unattributed = __atomic_load_n (&stats.unattributed_bytes, __ATOMIC_RELAXED);
-  *not_followed = stats.not_followed;
+  /* Summed over volumes by the caller. */
+  *transactions += vol->stats.transactions;
+  *vetoed += vol->stats.vetoed;
+  *unattributed += __atomic_load_n (&vol->stats.unattributed_bytes,
+                                    __ATOMIC_RELAXED);
+  *not_followed += vol->stats.not_followed;
 }
 
 int
@@ -1177,11 +1240,11 @@ follow_plan_before (struct follow_plan *p, struct log_batch *lb)
     }
     p->decided = i + 1;
     if (veto) {
-      nbdkit_debug ("transaction %" PRIu64 " vetoed at %s of %s: %s",
-                    p->sequence,
-                    it->is_change ? log_change_name (it->c.kind) : "write",
-                    it->is_change ? it->c.file_name : it->w.file_name,
-                    strerror (veto));
+      VDEBUG (p->vol, "transaction %" PRIu64 " vetoed at %s of %s: %s",
+              p->sequence,
+              it->is_change ? log_change_name (it->c.kind) : "write",
+              it->is_change ? it->c.file_name : it->w.file_name,
+              strerror (veto));
       return veto;
     }
   }
@@ -1192,52 +1255,52 @@ follow_plan_before (struct follow_plan *p, struct log_batch *lb)
  * journal from its tail, and the model against a fresh scan.
  */
 static void
-check_model (void)
+check_model (struct volume *vol)
 {
   char err[256];
-  struct view raw = { 0 };
-  struct jview jv = { .v = &raw, .L = layout };
-  struct fsev_overlay *saved = overlay;
+  struct view raw = { .vol = vol };
+  struct jview jv = { .v = &raw, .L = vol->layout };
+  struct fsev_overlay *saved = vol->overlay;
   const char *what = NULL;
 
-  overlay = fsev_overlay_new (bs);
-  if (overlay == NULL) {
-    overlay = saved;
+  vol->overlay = fsev_overlay_new (vol->bs);
+  if (vol->overlay == NULL) {
+    vol->overlay = saved;
     return;
   }
-  if (journalled && js.start != 0 &&
-      fsev_jbd2_walk (&js, jread, &jv, replay_txn, &jv, NULL, NULL) < 0)
+  if (vol->journalled && vol->js.start != 0 &&
+      fsev_jbd2_walk (&vol->js, jread, &jv, replay_txn, &jv, NULL, NULL) < 0)
     what = "the journal does not replay";
-  struct fsev_overlay *fresh = overlay;
-  overlay = saved;
+  struct fsev_overlay *fresh = vol->overlay;
+  vol->overlay = saved;
   /* Entries must match; blocks already home may be missing from either
    * side only if home holds the same bytes.
    */
   unsigned char a[65536], b[65536];
-  for (size_t i = 0; what == NULL && i < saved->n && bs <= sizeof a; i++) {
+  for (size_t i = 0; what == NULL && i < saved->n && vol->bs <= sizeof a; i++) {
     const struct fsev_overlay_entry *e = &saved->e[i];
     const struct fsev_overlay_entry *f = fsev_overlay_find (fresh, e->fsblk);
     fsev_overlay_read_entry (saved, e, raw_read, &raw, a);
     if (f)
       fsev_overlay_read_entry (fresh, f, raw_read, &raw, b);
     else
-      raw_read (&raw, b, bs, e->fsblk * bs);
-    if (memcmp (a, b, bs) != 0)
+      raw_read (&raw, b, vol->bs, e->fsblk * vol->bs);
+    if (memcmp (a, b, vol->bs) != 0)
       what = "the overlay differs from a fresh replay of the journal";
   }
   if (what == NULL) {
-    struct view cv = { .ov = fresh };
+    struct view cv = { .vol = vol, .ov = fresh };
     struct fsev_layout *L2 = scan (&cv, err, sizeof err);
     if (L2 == NULL)
       what = "the committed view does not scan";
     else {
       struct fsev_change *ch;
-      ssize_t n = fsev_diff (layout, L2, was_named, NULL, &ch);
+      ssize_t n = fsev_diff (vol->layout, L2, was_named, vol, &ch);
       size_t nr, nr2;
-      fsev_layout_inodes (layout, &nr);
+      fsev_layout_inodes (vol->layout, &nr);
       fsev_layout_inodes (L2, &nr2);
-      if (n != 0 || nr != nr2 || layout->nruns != L2->nruns ||
-          memcmp (layout->runs, L2->runs, layout->nruns * sizeof *layout->runs))
+      if (n != 0 || nr != nr2 || vol->layout->nruns != L2->nruns ||
+          memcmp (vol->layout->runs, L2->runs, vol->layout->nruns * sizeof *vol->layout->runs))
         what = "the model differs from a fresh scan";
       if (n > 0)
         free (ch);
@@ -1246,12 +1309,13 @@ check_model (void)
   }
   fsev_overlay_free (fresh);
   if (what) {
-    stats.check_failures++;
-    nbdkit_error ("model check failed after transaction %" PRIu32 ": %s",
-                  head_seq - 1, what);
+    vol->stats.check_failures++;
+    nbdkit_error ("%s%.0u%smodel check failed after transaction %" PRIu32
+                  ": %s", vol->partition ? "partition " : "", vol->partition,
+                  vol->partition ? ": " : "", vol->head_seq - 1, what);
   }
   else
-    nbdkit_debug ("model check passed (%zu overlay blocks)", overlay->n);
+    VDEBUG (vol, "model check passed (%zu overlay blocks)", vol->overlay->n);
 }
 
 void
@@ -1259,15 +1323,16 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
 {
   if (p == NULL)
     return;
+  struct volume *vol = p->vol;
   if (status == 0) {
     if (p->ov) {
-      fsev_overlay_free (overlay);
-      overlay = p->ov;
+      fsev_overlay_free (vol->overlay);
+      vol->overlay = p->ov;
       p->ov = NULL;
     }
     if (p->L) {
-      fsev_layout_free (layout);
-      layout = p->L;
+      fsev_layout_free (vol->layout);
+      vol->layout = p->L;
       p->L = NULL;
       /* Announced names: created, linked or renamed to; forgotten when
        * the inode is freed.
@@ -1275,43 +1340,43 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
       for (size_t i = 0; i < p->n; i++) {
         const struct item *it = &p->items[i];
         uint32_t ino = it->c.ino;
-        if (!it->is_change || ino >= named_bits)
+        if (!it->is_change || ino >= vol->named_bits)
           continue;
         if (it->freed_inode)
-          named[ino / 8] &= ~(1u << (ino % 8));
+          vol->named[ino / 8] &= ~(1u << (ino % 8));
         else if (it->c.kind == FSEVENT_CREATE || it->c.kind == FSEVENT_LINK ||
                  it->c.kind == FSEVENT_RENAME)
-          named[ino / 8] |= 1u << (ino % 8);
+          vol->named[ino / 8] |= 1u << (ino % 8);
       }
     }
     if (p->new_js)
-      js = p->js;
+      vol->js = p->js;
     if (p->new_head) {
-      head = p->head;
-      head_seq = p->head_seq;
-      head_known = true;
+      vol->head = p->head;
+      vol->head_seq = p->head_seq;
+      vol->head_known = true;
     }
-    stats.transactions += p->ntxns;
-    pthread_mutex_lock (&pending_lock);
+    vol->stats.transactions += p->ntxns;
+    pthread_mutex_lock (&vol->pending_lock);
     if (p->have_kept) {
       /* What was attributed leaves the set; requests that added to it
        * meanwhile cannot exist (we hold the model exclusively).
        */
-      pending_free (&pending);
-      pending = p->kept;
+      pending_free (&vol->pending);
+      vol->pending = p->kept;
       memset (&p->kept, 0, sizeof p->kept);
     }
     if (p->journal_clean) {
-      struct give_up g = { lb, "journal-clean" };
-      pending_normalise (&pending);
-      for (size_t i = 0; i < pending.n; i++)
-        given_up (pending.v[i].offset, pending.v[i].length, &g);
-      pending_free (&pending);
+      struct give_up g = { vol, lb, "journal-clean" };
+      pending_normalise (&vol->pending);
+      for (size_t i = 0; i < vol->pending.n; i++)
+        given_up (vol->pending.v[i].offset, vol->pending.v[i].length, &g);
+      pending_free (&vol->pending);
     }
-    pthread_mutex_unlock (&pending_lock);
+    pthread_mutex_unlock (&vol->pending_lock);
   }
   else if (p->ntxns)
-    stats.vetoed += p->ntxns;
+    vol->stats.vetoed += p->ntxns;
 
   for (size_t i = 0; i < p->decided; i++) {
     struct item *it = &p->items[i];
@@ -1322,7 +1387,7 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
       handlers_after_change (&it->c, p->conn->contexts);
       log_change (lb, &it->c);
       if (status == 0 && it->freed_inode)
-        handlers_inode_freed (it->c.ino);
+        handlers_inode_freed (vol->partition, it->c.ino);
     }
     else {
       it->w.phase = FSEVENT_AFTER;
@@ -1330,8 +1395,8 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
       it->w.bytes_written = status == 0 ? it->w.bytes_to_write : 0;
       it->w.result_code = 0;
       if (status == 0)
-        *(it->w.direction == FSEVENT_JOURNAL ? &stats.journal_bytes
-          : &stats.commit_bytes) += it->w.bytes_to_write;
+        *(it->w.direction == FSEVENT_JOURNAL ? &vol->stats.journal_bytes
+          : &vol->stats.commit_bytes) += it->w.bytes_to_write;
       handlers_after_write (&it->w, p->conn->contexts);
       log_event (lb, "write", &it->w);
     }
@@ -1339,5 +1404,5 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
   bool changed = status == 0 && (p->ntxns || p->new_js);
   free_plan (p);
   if (changed && fsevent_debug_check)
-    check_model ();
+    check_model (vol);
 }

@@ -14,7 +14,6 @@
 #include <stdint.h>
 
 #include "fsevent.h"
-#include "image.h"
 #include "layout.h"
 #include "log.h"
 
@@ -34,34 +33,51 @@ struct io {
  */
 extern int fsevent_debug_check;
 
-/* Start following: replay a journal that needs recovery into the
- * overlay (never into the image) and rebuild the model from the
- * committed view.  Takes ownership of LAYOUT.  0 or -1.
+/* One followed filesystem: the whole device, or one partition of it.
+ * The follow_* calls below take requests (struct io) and give segments
+ * in the volume's own offsets (0 is the filesystem's first byte);
+ * events carry device offsets.
  */
-extern int follow_init (struct image *img, struct fsev_layout *layout);
-/* Give up what is still pending (summary) and free the model. */
-extern void follow_fini (void);
+struct volume;
+struct device;
+extern unsigned volume_partition (const struct volume *vol);
+extern uint64_t volume_offset (const struct volume *vol);
+extern uint64_t volume_length (const struct volume *vol);
 
-extern void follow_lock_shared (void);
-extern void follow_lock_exclusive (void);
-extern void follow_unlock (void);
-extern const struct fsev_layout *follow_layout (void);
+/* Start following the filesystem at OFFSET..OFFSET+LENGTH of DEV (its
+ * model LAYOUT, which the volume owns from now on, even on failure):
+ * replay a journal that needs recovery into the overlay (never into the
+ * device) and rebuild the model from the committed view.  NULL on
+ * error (reported).
+ */
+extern struct volume *follow_init (struct device *dev, unsigned partition,
+                                   uint64_t offset, uint64_t length,
+                                   struct fsev_layout *layout);
+/* Give up what is still pending (summary) and free the volume. */
+extern void follow_fini (struct volume *vol);
+
+extern void follow_lock_shared (struct volume *vol);
+extern void follow_lock_exclusive (struct volume *vol);
+extern void follow_unlock (struct volume *vol);
+extern const struct fsev_layout *follow_layout (const struct volume *vol);
 
 /* Shared lock held: does segment SEG of request IO need the exclusive
  * path (a commit block, a journal superblock, a journal block the
  * overlay still needs, a metadata change outside the journal)?
  */
-extern bool follow_segment_needs_exclusive (const struct io *io,
+extern bool follow_segment_needs_exclusive (struct volume *vol,
+                                            const struct io *io,
                                             const struct fsev_segment *seg);
 /* Shared lock held: are these data bytes a checkpoint of a journalled
  * copy (data=journal), already attributed at the commit?
  */
-extern bool follow_is_checkpoint (const struct io *io,
+extern bool follow_is_checkpoint (struct volume *vol, const struct io *io,
                                   const struct fsev_segment *seg);
 
 /* Exclusive lock held: the commit-time decisions request IO carries. */
 struct follow_plan;
-extern struct follow_plan *follow_prepare (const struct io *io,
+extern struct follow_plan *follow_prepare (struct volume *vol,
+                                           const struct io *io,
                                            struct conn *conn, int *err);
 /* Run the before phase of the plan's events; the errno of a veto or 0. */
 extern int follow_plan_before (struct follow_plan *p, struct log_batch *lb);
@@ -79,22 +95,28 @@ extern bool follow_plan_locked (const struct follow_plan *p, uint64_t *id);
 /* For the control socket: the inode at PATH and its paths (free NAMES);
  * 0 or -errno.
  */
-extern int follow_resolve (const char *path, uint32_t *ino, char ***names);
+extern int follow_resolve (struct volume *vol, const char *path,
+                           uint32_t *ino, char ***names);
 /* The committed content of the regular file at PATH: HEADER gets its
  * size, then OUT the bytes in order.  0 or -errno.
  */
-extern int follow_cat (const char *path, int (*header) (void *, uint64_t),
+extern int follow_cat (struct volume *vol, const char *path,
+                       int (*header) (void *, uint64_t),
                        int (*out) (void *, const void *, size_t),
                        void *opaque);
-extern uint64_t follow_pending_bytes (void);
-extern void follow_get_stats (uint64_t *transactions, uint64_t *vetoed,
-                              uint64_t *unattributed, uint64_t *not_followed);
+extern uint64_t follow_pending_bytes (struct volume *vol);
+/* Adds this volume's counts to the four totals. */
+extern void follow_get_stats (struct volume *vol, uint64_t *transactions,
+                              uint64_t *vetoed, uint64_t *unattributed,
+                              uint64_t *not_followed);
 
-/* Free-space bookkeeping (shared lock held). */
-extern void follow_pending_add (uint64_t offset, uint64_t length);
-extern void follow_pending_drop (uint64_t offset, uint64_t length,
-                                 const char *reason, struct log_batch *lb);
+/* Free-space bookkeeping (shared lock held); volume offsets. */
+extern void follow_pending_add (struct volume *vol, uint64_t offset,
+                                uint64_t length);
+extern void follow_pending_drop (struct volume *vol, uint64_t offset,
+                                 uint64_t length, const char *reason,
+                                 struct log_batch *lb);
 
-extern void follow_log_stats (void);
+extern void follow_log_stats (struct volume *vol);
 
 #endif

@@ -1,9 +1,11 @@
-/* plugin/fsevent.c: the nbdkit plugin "fsevent".
+/* plugin/fsevent.c: the nbdkit plugin "fsevent", the engine's front end
+ * over an image file or block device.
  *
- * It serves an ext2/3/4 image read-write.  This file holds the nbdkit
- * glue: parameters, start-up checks and the callbacks, which pass the
- * I/O to image.c.  The plugin never writes to the image by itself: only
- * client writes change it.
+ * It serves a disk image (MBR, GPT) or a bare ext2/3/4 filesystem
+ * read-write.  This file holds the nbdkit glue: file=, the device
+ * (image.c) and the callbacks; writes go to the engine (engine.c).  The
+ * plugin never writes to the image by itself: only client writes change
+ * it.
  */
 #include <config.h>
 
@@ -17,44 +19,26 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
-#include "builtins.h"
-#include "control.h"
-#include "follow.h"
-#include "fsinfo.h"
-#include "handlers.h"
+#include "device.h"
+#include "engine.h"
 #include "image.h"
-#include "layout.h"
-#include "locks.h"
-#include "log.h"
-#include "source.h"
-#include "writes.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 static char *filename;          /* file= */
 static struct image image = { .fd = -1 };
-static struct fsev_fsinfo fsinfo;
-static struct fsev_fd_source fdsrc;
-static struct fsev_source source;       /* the image, as fs/ reads it */
-static struct fsev_layout *layout;      /* built at start-up */
+static struct device device;
 
 static int
 fsevent_after_fork (void)
 {
-  return control_start ();
+  return engine_after_fork ();
 }
 
 static void
 fsevent_unload (void)
 {
-  control_stop ();
-  if (layout) {
-    writes_log_stats ();
-    follow_fini ();             /* owns the layout */
-    layout = NULL;
-  }
-  handlers_unload ();
-  log_close ();
+  engine_stop ();
   image_close (&image);
   free (filename);
 }
@@ -72,64 +56,12 @@ fsevent_config (const char *key, const char *value)
       return -1;
     return 0;
   }
-  /* Handlers are called in the order they appear on the command line. */
-  if (strcmp (key, "handler") == 0)
-    return handlers_load (value);
-  if (strcmp (key, "log") == 0)
-    return log_open (value);
-  if (strcmp (key, "protect") == 0) {
-    static bool added;
-    if (!added && handlers_add_builtin (&protect_handler, false) == -1)
-      return -1;
-    added = true;
-    return protect_add (value);
+  int r = engine_config (key, value);
+  if (r == 1) {
+    nbdkit_error ("unknown parameter '%s' (see nbdkit-fsevent-plugin(1))", key);
+    return -1;
   }
-  if (strcmp (key, "script") == 0) {
-    if (script_set (value) == -1)
-      return -1;
-    return handlers_add_builtin (&script_handler, true);
-  }
-  if (strcmp (key, "control") == 0)
-    return control_set_path (value);
-  if (strcmp (key, "lock-wait") == 0) {
-    char *end;
-    errno = 0;
-    double secs = strtod (value, &end);
-    if (errno || *end || end == value || secs < 0 || secs > 86400) {
-      nbdkit_error ("lock-wait=%s: a number of seconds from 0 to 86400", value);
-      return -1;
-    }
-    locks_set_guest_wait ((int) (secs * 1000));
-    return 0;
-  }
-  if (strcmp (key, "lock-mode") == 0) {
-    if (strcmp (value, "fail") == 0 || strcmp (value, "wait") == 0)
-      locks_set_guest_fail (strcmp (value, "fail") == 0);
-    else {
-      nbdkit_error ("lock-mode=%s: use wait or fail", value);
-      return -1;
-    }
-    return 0;
-  }
-  if (strcmp (key, "script-timeout") == 0)
-    return script_set_timeout (value);
-  if (strcmp (key, "on-handler-error") == 0) {
-    if (strcmp (value, "deny") == 0)
-      handlers_set_on_error (ON_ERROR_DENY);
-    else if (strcmp (value, "allow") == 0)
-      handlers_set_on_error (ON_ERROR_ALLOW);
-    else {
-      nbdkit_error ("on-handler-error=%s: use deny or allow", value);
-      return -1;
-    }
-    return 0;
-  }
-  /* NAME.KEY=VALUE goes to the loaded handler called NAME. */
-  int r = handlers_config (key, value);
-  if (r != 0)
-    return r == 1 ? 0 : -1;
-  nbdkit_error ("unknown parameter '%s' (see nbdkit-fsevent-plugin(1))", key);
-  return -1;
+  return r;
 }
 
 static int
@@ -139,90 +71,59 @@ fsevent_config_complete (void)
     nbdkit_error ("you must give the image: nbdkit fsevent file=IMAGE");
     return -1;
   }
-  return handlers_config_complete ();
+  return engine_config_complete ();
 }
 
 #define fsevent_config_help \
-  "[file=]IMAGE         (required) The ext2/3/4 image or block device to serve.\n" \
-  "handler=PATH.so      Load a handler (repeatable); NAME.KEY=VALUE configures it.\n" \
-  "log=FILE|-           Log every event as JSON Lines.\n" \
-  "protect=GLOB         Deny every change to matching paths (repeatable).\n" \
-  "script=PATH          Run PATH for every event (nbdkit-sh-plugin style).\n" \
-  "script-timeout=SECS  How long a script may take (default 10).\n" \
-  "on-handler-error=deny|allow  What a failed handler means (default deny).\n" \
-  "control=SOCKET       Serve host tools (fsevent-ctl): locks, stats, cat.\n" \
-  "lock-wait=SECS       How long a guest write waits for a lock (default 30).\n" \
-  "lock-mode=wait|fail  fail: a locked write fails at once (EIO)."
+  "[file=]IMAGE         (required) The disk or filesystem image, or block device.\n" \
+  ENGINE_CONFIG_HELP
 
-static void
-layout_warning (void *opaque, const char *msg)
+/* The device: the image file, through image.c. */
+static int
+dev_pread (struct device *d, void *buf, uint32_t count, uint64_t offset)
 {
-  nbdkit_debug ("%s: layout: warning: %s", filename, msg);
+  return image_pread (d->opaque, buf, count, offset);
+}
+
+static int
+dev_pwrite (struct device *d, const void *buf, uint32_t count,
+            uint64_t offset, bool fua)
+{
+  return image_pwrite (d->opaque, buf, count, offset, fua);
+}
+
+static int
+dev_zero (struct device *d, uint32_t count, uint64_t offset, bool may_trim,
+          bool fast, bool fua)
+{
+  return image_zero (d->opaque, count, offset, may_trim, fast, fua);
+}
+
+static int
+dev_trim (struct device *d, uint32_t count, uint64_t offset, bool fua)
+{
+  return image_trim (d->opaque, count, offset, fua);
+}
+
+static int
+dev_flush (struct device *d)
+{
+  return image_flush (d->opaque);
 }
 
 static int
 fsevent_get_ready (void)
 {
-  char err[512];
-
   if (image_open (&image, filename) == -1)
     return -1;
-  fsev_source_from_fd (&source, &fdsrc, image.fd, 0, image.size);
-
-  /* Identify the filesystem first, so that a wrong image is refused
-   * before anything else happens.
-   */
-  if (fsev_fsinfo_probe (&source, filename, &fsinfo, err, sizeof err) == -1) {
-    nbdkit_error ("%s", err);
-    return -1;
-  }
-  /* The guest would write past the end of the device: refuse. */
-  if ((uint64_t) image.size < fsinfo.fs_bytes) {
-    nbdkit_error ("%s is %" PRIi64 " bytes but its filesystem claims %"
-                  PRIu64 " bytes: the image is truncated", filename,
-                  image.size, fsinfo.fs_bytes);
-    return -1;
-  }
-
-  nbdkit_debug ("%s: %s, %s, %s, block size %u%s, %" PRIu64 " blocks "
-                "(%" PRIu64 " free), %" PRIu32 " inodes (%" PRIu32 " free), "
-                "%" PRIu32 " groups, uuid %s%s%s",
-                filename, image.is_block ? "block device" : "regular file",
-                image.writable ? "read-write" : "read-only",
-                fsinfo.type, fsinfo.block_size,
-                fsinfo.cluster_size != fsinfo.block_size ? " (bigalloc)" : "",
-                fsinfo.blocks_count, fsinfo.free_blocks,
-                fsinfo.inodes_count, fsinfo.free_inodes, fsinfo.groups,
-                fsinfo.uuid, fsinfo.label[0] ? ", label " : "", fsinfo.label);
-  nbdkit_debug ("%s: features: %s", filename, fsinfo.features);
-  if (fsinfo.has_journal)
-    nbdkit_debug ("%s: journal: %s%s", filename,
-                  fsinfo.journal_external ? "external device" : "internal",
-                  fsinfo.needs_recovery ? ", needs recovery (replayed into "
-                  "the committed view, never into the image)" : "");
-
-  struct fsev_build_options opts = { .warn = layout_warning };
-  layout = fsev_layout_build (&source, &opts, err, sizeof err);
-  if (layout == NULL) {
-    nbdkit_error ("%s: %s", filename, err);
-    return -1;
-  }
-  struct fsev_layout_stats st;
-  fsev_layout_get_stats (layout, &st);
-  writes_init (&image);
-  nbdkit_debug ("%s: layout: built in %.3f s: %" PRIu64 " runs, %" PRIu64
-                " files (%" PRIu64 " directories), %" PRIu64 " names, "
-                "%.1f KiB of memory, %" PRIu64 " warnings",
-                filename, st.build_seconds, st.runs, st.files, st.directories,
-                st.links, st.memory / 1024.0, st.warnings);
-  struct fsev_layout *l = layout;
-  layout = NULL;                /* follow owns it now */
-  if (follow_init (&image, l) == -1) {
-    follow_fini ();
-    return -1;
-  }
-  layout = l;                   /* non-NULL: follow_fini at unload */
-  return 0;
+  nbdkit_debug ("%s: %s", filename,
+                image.is_block ? "block device" : "regular file");
+  device = (struct device) {
+    .name = filename, .size = image.size, .writable = image.writable,
+    .pread = dev_pread, .pwrite = dev_pwrite, .zero = dev_zero,
+    .trim = dev_trim, .flush = dev_flush, .opaque = &image,
+  };
+  return engine_start (&device);
 }
 
 static void
@@ -231,48 +132,16 @@ fsevent_dump_plugin (void)
   printf ("fsevent_version=%s\n", PACKAGE_VERSION);
 }
 
-/* Per-connection handle: who the client is, and its handle contexts. */
-struct handle {
-  struct conn conn;
-  char *export_name;
-};
-
 static void *
 fsevent_open (int readonly)
 {
-  static uint64_t next_id;
-  struct handle *h = calloc (1, sizeof *h);
-  if (h == NULL) {
-    nbdkit_error ("calloc: %m");
-    return NULL;
-  }
-  h->export_name = strdup (nbdkit_export_name () ? : "");
-  h->conn.info = (struct fsevent_handle_info) {
-    .connection_id = __atomic_add_fetch (&next_id, 1, __ATOMIC_RELAXED),
-    .export_name = h->export_name,
-    /* Only Unix sockets tell who the peer is; -1 otherwise. */
-    .pid = nbdkit_peer_pid (), .uid = nbdkit_peer_uid (),
-    .gid = nbdkit_peer_gid (),
-  };
-  if (handlers_need_contexts ())
-    h->conn.contexts = conn_contexts_new ();
-  if (h->export_name == NULL ||
-      (handlers_need_contexts () && h->conn.contexts == NULL)) {
-    nbdkit_error ("out of memory");
-    free (h->export_name);
-    free (h);
-    return NULL;
-  }
-  return h;
+  return engine_open (nbdkit_export_name ());
 }
 
 static void
 fsevent_close (void *handle)
 {
-  struct handle *h = handle;
-  conn_contexts_free (h->conn.contexts);
-  free (h->export_name);
-  free (h);
+  engine_close (handle);
 }
 
 static int64_t
@@ -287,7 +156,7 @@ fsevent_block_size (void *handle,
 {
   *minimum = 1;
   /* The filesystem's block is the unit the guest should write in. */
-  *preferred = fsinfo.block_size >= 512 ? fsinfo.block_size : 4096;
+  *preferred = engine_block_size ();
   *maximum = 0xffffffff;
   return 0;
 }
@@ -357,31 +226,25 @@ static int
 fsevent_pwrite (void *handle, const void *buf, uint32_t count,
                 uint64_t offset, uint32_t flags)
 {
-  struct handle *h = handle;
-  return writes_pwrite (&h->conn, buf, count, offset, flags & NBDKIT_FLAG_FUA);
+  return engine_pwrite (handle, buf, count, offset, flags & NBDKIT_FLAG_FUA);
 }
 
 static int
 fsevent_flush (void *handle, uint32_t flags)
 {
-  /* The events of acknowledged writes are as durable as the writes. */
-  if (log_sync () == -1)
-    return -1;
-  return image_flush (&image);
+  return engine_flush (handle);
 }
 
 static int
 fsevent_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  struct handle *h = handle;
-  return writes_trim (&h->conn, count, offset, flags & NBDKIT_FLAG_FUA);
+  return engine_trim (handle, count, offset, flags & NBDKIT_FLAG_FUA);
 }
 
 static int
 fsevent_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  struct handle *h = handle;
-  return writes_zero (&h->conn, count, offset,
+  return engine_zero (handle, count, offset,
                       flags & NBDKIT_FLAG_MAY_TRIM,
                       flags & NBDKIT_FLAG_FAST_ZERO,
                       flags & NBDKIT_FLAG_FUA);

@@ -159,9 +159,13 @@ handlers_config_complete (void)
 
 /* --- Contexts. --- */
 
+/* Contexts are per inode of a partition: KEY is partition << 32 | ino. */
+#define KEY(partition, ino) ((uint64_t) (partition) << 32 | (ino))
+#define KEY_INO(key) ((uint32_t) (key))
+
 struct ctx_entry {
   struct ctx_entry *next;
-  uint32_t ino;
+  uint64_t key;
   pthread_mutex_t lock;         /* serialises callbacks about this inode */
   void *slot[];                 /* one per handler */
 };
@@ -195,19 +199,19 @@ struct conn_contexts {
 };
 
 static struct ctx_entry *
-ctx_get (struct ctx_table *t, uint32_t ino)
+ctx_get (struct ctx_table *t, uint64_t key)
 {
-  struct ctx_entry **b = &t->bucket[ino % BUCKETS], *e;
-  pthread_mutex_t *lock = &t->lock[ino % BUCKETS % LOCKS];
+  struct ctx_entry **b = &t->bucket[key % BUCKETS], *e;
+  pthread_mutex_t *lock = &t->lock[key % BUCKETS % LOCKS];
 
   pthread_mutex_lock (lock);
   for (e = *b; e; e = e->next)
-    if (e->ino == ino)
+    if (e->key == key)
       break;
   if (e == NULL) {
     e = calloc (1, sizeof *e + nhandlers * sizeof e->slot[0]);
     if (e) {
-      e->ino = ino;
+      e->key = key;
       pthread_mutex_init (&e->lock, NULL);
       e->next = *b;
       *b = e;
@@ -228,9 +232,9 @@ ctx_free_all (struct ctx_table *t, bool file)
         if (e->slot[h] == NULL)
           continue;
         if (file && HAS (&handlers[h], free_file_context))
-          handlers[h].h->free_file_context (e->slot[h], e->ino);
+          handlers[h].h->free_file_context (e->slot[h], KEY_INO (e->key));
         else if (!file && HAS (&handlers[h], free_handle_context))
-          handlers[h].h->free_handle_context (e->slot[h], e->ino);
+          handlers[h].h->free_handle_context (e->slot[h], KEY_INO (e->key));
       }
       pthread_mutex_destroy (&e->lock);
       free (e);
@@ -280,15 +284,15 @@ handler_failed (const struct handler *hd, const char *callback, uint32_t ino,
  * false (and sets *RESULT in the before phase) when out of memory.
  */
 static bool
-enter (uint32_t ino, struct conn_contexts *cc, bool before, int *result,
+enter (uint64_t key, struct conn_contexts *cc, bool before, int *result,
        struct ctx_entry **fe, struct ctx_entry **he)
 {
   *fe = *he = NULL;
   if (nloaded == 0)
     return true;
   pthread_once (&file_contexts_once, file_contexts_init);
-  *fe = ctx_get (&file_contexts, ino);
-  *he = cc ? ctx_get (&cc->t, ino) : NULL;
+  *fe = ctx_get (&file_contexts, key);
+  *he = cc ? ctx_get (&cc->t, key) : NULL;
   if (*fe == NULL) {
     nbdkit_error ("out of memory for handler contexts");
     if (before)
@@ -326,6 +330,7 @@ check_before (const struct handler *hd, const char *callback, uint32_t ino,
  * are, and how to call a handler about it.
  */
 struct call {
+  unsigned partition;
   uint32_t ino;
   int *result_code;
   void ***file_context, ***handle_context;
@@ -347,7 +352,7 @@ run_chain (struct call *c, struct conn_contexts *cc)
   if (c->before)
     *c->result_code = 0;
   if (nhandlers == 0 ||
-      !enter (c->ino, cc, c->can_veto, c->result_code, &fe, &he))
+      !enter (KEY (c->partition, c->ino), cc, c->can_veto, c->result_code, &fe, &he))
     return;
   for (size_t i = 0; i < nhandlers; i++) {
     const struct handler *hd = &handlers[i];
@@ -426,7 +431,8 @@ static void
 write_chain (struct fsevent_write *ev, struct conn_contexts *cc, bool before)
 {
   struct call c = {
-    .ino = ev->ino, .result_code = &ev->result_code,
+    .partition = ev->partition, .ino = ev->ino,
+    .result_code = &ev->result_code,
     .file_context = &ev->file_context, .handle_context = &ev->handle_context,
     .before = before, .can_veto = before, .invoke = invoke_write, .ev = ev,
   };
@@ -437,7 +443,8 @@ static void
 change_chain (struct fsevent_change *ev, struct conn_contexts *cc, bool before)
 {
   struct call c = {
-    .ino = ev->ino, .result_code = &ev->result_code,
+    .partition = ev->partition, .ino = ev->ino,
+    .result_code = &ev->result_code,
     .file_context = &ev->file_context, .handle_context = &ev->handle_context,
     .before = before, .can_veto = before, .invoke = invoke_change, .ev = ev,
   };
@@ -477,7 +484,8 @@ handlers_lock (struct fsevent_lock *ev, bool unlock)
   bool before = ev->phase == FSEVENT_BEFORE;
   void **no_handle = NULL;
   struct call c = {
-    .ino = ev->ino, .result_code = &ev->result_code,
+    .partition = ev->partition, .ino = ev->ino,
+    .result_code = &ev->result_code,
     .file_context = &ev->file_context, .handle_context = &no_handle,
     .before = before, .can_veto = before && !unlock,
     .invoke = unlock ? invoke_unlock : invoke_lock, .ev = ev,
@@ -487,16 +495,17 @@ handlers_lock (struct fsevent_lock *ev, bool unlock)
 }
 
 void
-handlers_inode_freed (uint32_t ino)
+handlers_inode_freed (unsigned partition, uint32_t ino)
 {
   if (nloaded == 0)
     return;
   pthread_once (&file_contexts_once, file_contexts_init);
   struct ctx_table *t = &file_contexts;
-  pthread_mutex_t *lock = &t->lock[ino % BUCKETS % LOCKS];
+  const uint64_t key = KEY (partition, ino);
+  pthread_mutex_t *lock = &t->lock[key % BUCKETS % LOCKS];
   pthread_mutex_lock (lock);
-  struct ctx_entry **p = &t->bucket[ino % BUCKETS], *e;
-  while ((e = *p) != NULL && e->ino != ino)
+  struct ctx_entry **p = &t->bucket[key % BUCKETS], *e;
+  while ((e = *p) != NULL && e->key != key)
     p = &e->next;
   if (e)
     *p = e->next;

@@ -49,7 +49,7 @@ extern void handlers_after_change (struct fsevent_change *ev,
 /* Lock events (UNLOCK false) or unlock events, in EV's phase. */
 extern void handlers_lock (struct fsevent_lock *ev, bool unlock);
 /* The inode was freed: its file contexts go (free_file_context). */
-extern void handlers_inode_freed (uint32_t ino);
+extern void handlers_inode_freed (unsigned partition, uint32_t ino);
 /* Does any handler look at write buffers?  (Commit-time events read
  * their data back from the image only then.)
  */

@@ -63,9 +63,10 @@ end_of (uint64_t offset, int64_t length)
 }
 
 static bool
-overlaps (const struct lock_info *l, uint32_t ino, uint64_t pos, uint64_t end)
+overlaps (const struct lock_info *l, unsigned part, uint32_t ino,
+          uint64_t pos, uint64_t end)
 {
-  return l->ino == ino && pos < end_of (l->offset, l->length) &&
+  return l->partition == part && l->ino == ino && pos < end_of (l->offset, l->length) &&
     l->offset < end;
 }
 
@@ -85,17 +86,19 @@ wait_until (int64_t deadline)
 }
 
 static const struct lock *
-conflicting (uint32_t ino, uint64_t pos, uint64_t end, bool exclusive)
+conflicting (unsigned part, uint32_t ino, uint64_t pos, uint64_t end,
+             bool exclusive)
 {
   for (size_t i = 0; i < nlocks; i++)
-    if (overlaps (&locks[i].info, ino, pos, end) &&
+    if (overlaps (&locks[i].info, part, ino, pos, end) &&
         (exclusive || locks[i].info.exclusive))
       return &locks[i];
   return NULL;
 }
 
 int64_t
-locks_take (void *owner, uid_t uid, uint32_t ino, const char *path,
+locks_take (void *owner, uid_t uid, unsigned part, uint32_t ino,
+            const char *path,
             uint64_t offset, int64_t length, bool exclusive, int wait_ms)
 {
   uint64_t end = end_of (offset, length);
@@ -106,9 +109,9 @@ locks_take (void *owner, uid_t uid, uint32_t ino, const char *path,
 
   pthread_once (&once, init);
   pthread_mutex_lock (&mu);
-  while (conflicting (ino, offset, end, exclusive)) {
+  while (conflicting (part, ino, offset, end, exclusive)) {
     if (wait_ms == 0 || !wait_until (deadline)) {
-      bool busy = conflicting (ino, offset, end, exclusive) != NULL;
+      bool busy = conflicting (part, ino, offset, end, exclusive) != NULL;
       if (busy) {
         pthread_mutex_unlock (&mu);
         free (p);
@@ -123,7 +126,7 @@ locks_take (void *owner, uid_t uid, uint32_t ino, const char *path,
   }
   uint64_t id = next_id++;
   locks[nlocks++] = (struct lock) {
-    .info = { .id = id, .ino = ino, .offset = offset, .length = length,
+    .info = { .id = id, .partition = part, .ino = ino, .offset = offset, .length = length,
               .exclusive = exclusive, .uid = uid, .path = p },
     .owner = owner,
   };
@@ -193,12 +196,13 @@ locks_any (void)
 }
 
 bool
-locks_covers (uint32_t ino, uint64_t pos, uint64_t end, uint64_t *id)
+locks_covers (unsigned part, uint32_t ino, uint64_t pos, uint64_t end,
+              uint64_t *id)
 {
   if (!locks_any ())
     return false;
   pthread_mutex_lock (&mu);
-  const struct lock *l = conflicting (ino, pos, end, true);
+  const struct lock *l = conflicting (part, ino, pos, end, true);
   if (l && id)
     *id = l->info.id;
   pthread_mutex_unlock (&mu);

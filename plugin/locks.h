@@ -18,6 +18,7 @@
 
 struct lock_info {
   uint64_t id;
+  unsigned partition;
   uint32_t ino;
   uint64_t offset;
   int64_t length;               /* -1: to the end of the file */
@@ -50,7 +51,8 @@ extern void locks_list_owner (void *owner,
  * to go (0: fail at once with EAGAIN; -1: forever; ETIMEDOUT after).
  * Returns the new lock's id (> 0), or -errno.
  */
-extern int64_t locks_take (void *owner, uid_t uid, uint32_t ino,
+extern int64_t locks_take (void *owner, uid_t uid, unsigned partition,
+                           uint32_t ino,
                            const char *path, uint64_t offset, int64_t length,
                            bool exclusive, int wait_ms);
 /* Release lock ID, asked by a connection of UID (root may release any
@@ -70,11 +72,11 @@ extern void locks_release_owner (void *owner,
 
 /* Is any lock held at all?  (Cheap: the write path asks every time.) */
 extern bool locks_any (void);
-/* Does a lock cover bytes [POS, END) of inode INO (END may be
- * LOCK_TO_EOF)?  Fills *ID with one that does.
+/* Does a lock cover bytes [POS, END) of inode INO of PARTITION (END may
+ * be LOCK_TO_EOF)?  Fills *ID with one that does.
  */
-extern bool locks_covers (uint32_t ino, uint64_t pos, uint64_t end,
-                          uint64_t *id);
+extern bool locks_covers (unsigned partition, uint32_t ino, uint64_t pos,
+                          uint64_t end, uint64_t *id);
 /* Wait until lock ID is released, or DEADLINE_MS (a CLOCK_MONOTONIC
  * time in ms; -1 never) passes.  0, or ETIMEDOUT.
  */

@@ -602,12 +602,13 @@ log_lock (struct log_batch *b, const struct fsevent_lock *ev, bool unlock)
 }
 
 void
-log_unattributed (struct log_batch *b, uint64_t offset, uint64_t length,
-                  const char *reason)
+log_unattributed (struct log_batch *b, unsigned partition, uint64_t offset,
+                  uint64_t length, const char *reason)
 {
   if (fd < 0)
     return;
   put_head (b, "unattributed", -1, NULL, NULL);
+  put_key_u64 (b, "partition", partition);
   put_key_u64 (b, "device_offset", offset);
   put_key_u64 (b, "length", length);
   PUT (b, ",\"reason\":\"");

@@ -35,8 +35,9 @@ extern void log_change (struct log_batch *b, const struct fsevent_change *ev);
 extern void log_lock (struct log_batch *b, const struct fsevent_lock *ev,
                       bool unlock);
 /* Bytes written to free space that never became part of a file. */
-extern void log_unattributed (struct log_batch *b, uint64_t offset,
-                              uint64_t length, const char *reason);
+extern void log_unattributed (struct log_batch *b, unsigned partition,
+                              uint64_t offset, uint64_t length,
+                              const char *reason);
 extern const char *log_change_name (enum fsevent_change_kind k);
 extern const char *log_file_type (uint32_t mode);
 

@@ -2,7 +2,8 @@
  *
  * GLOB is matched with fnmatch(3) and FNM_PATHNAME against every path
  * of the file (a hard link does not get around it); "DIR/" followed by
- * "**" matches DIR and everything below it.
+ * "**" matches DIR and everything below it.  "N:GLOB" applies to
+ * partition N only; a plain GLOB to every followed filesystem.
  */
 #include <config.h>
 
@@ -19,6 +20,7 @@
 #include "builtins.h"
 
 struct glob {
+  unsigned partition;           /* 0: any */
   char *pattern;                /* without the trailing subtree mark */
   bool subtree;                 /* it had one */
 };
@@ -29,6 +31,18 @@ static size_t nglobs;
 int
 protect_add (const char *glob)
 {
+  unsigned partition = 0;
+  size_t digits = strspn (glob, "0123456789");
+  if (digits > 0 && glob[digits] == ':') {
+    unsigned long n = strtoul (glob, NULL, 10);
+    if (digits > 4 || n == 0) {
+      nbdkit_error ("protect=%s: N:GLOB needs a partition number from 1",
+                    glob);
+      return -1;
+    }
+    partition = (unsigned) n;
+    glob += digits + 1;
+  }
   if (glob[0] != '/' && glob[0] != '*') {
     nbdkit_error ("protect=%s: paths in the filesystem start with '/'", glob);
     return -1;
@@ -43,6 +57,7 @@ protect_add (const char *glob)
   bool subtree = len >= 3 && strcmp (glob + len - 3, "/**") == 0;
   globs[nglobs].pattern = strndup (glob, subtree ? len - 3 : len);
   globs[nglobs].subtree = subtree;
+  globs[nglobs].partition = partition;
   if (globs[nglobs].pattern == NULL) {
     nbdkit_error ("strdup: %m");
     return -1;
@@ -106,9 +121,12 @@ matches_below (const struct glob *g, const char *dir)
 }
 
 static bool
-any_matches (const char *const *names, const char *other, const char *third)
+any_matches (unsigned partition, const char *const *names, const char *other,
+             const char *third)
 {
   for (size_t i = 0; i < nglobs; i++) {
+    if (globs[i].partition && globs[i].partition != partition)
+      continue;
     for (size_t n = 0; names && names[n]; n++)
       if (matches (&globs[i], names[n]))
         return true;
@@ -122,7 +140,7 @@ any_matches (const char *const *names, const char *other, const char *third)
 static int
 protect_before_write (struct fsevent_write *ev)
 {
-  if (any_matches (ev->file_names, NULL, NULL))
+  if (any_matches (ev->partition, ev->file_names, NULL, NULL))
     ev->result_code = EPERM;
   return 0;
 }
@@ -138,15 +156,18 @@ protect_before_change (struct fsevent_change *ev)
   if (ev->kind == FSEVENT_SET_ATTRIBUTES &&
       (ev->changed & ~FSEVENT_ATTR_ATIME) == 0)
     return 0;
-  if (any_matches (ev->file_names, ev->new_file_name, ev->replaced_file_name))
+  if (any_matches (ev->partition, ev->file_names, ev->new_file_name,
+                   ev->replaced_file_name))
     ev->result_code = EPERM;
   /* Moving a directory moves everything below it: a protected file
    * must not leave its path that way, nor arrive at one.
    */
   if (ev->kind == FSEVENT_RENAME && S_ISDIR (ev->old_attributes.mode))
     for (size_t i = 0; i < nglobs && ev->result_code == 0; i++)
-      if (matches_below (&globs[i], ev->file_name) ||
-          (ev->new_file_name && matches_below (&globs[i], ev->new_file_name)))
+      if ((globs[i].partition == 0 || globs[i].partition == ev->partition) &&
+          (matches_below (&globs[i], ev->file_name) ||
+           (ev->new_file_name &&
+            matches_below (&globs[i], ev->new_file_name))))
         ev->result_code = EPERM;
   return 0;
 }

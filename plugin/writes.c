@@ -24,12 +24,14 @@
 #include <nbdkit-plugin.h>
 
 #include "control.h"
+#include "device.h"
 #include "follow.h"
 #include "handlers.h"
 #include "locks.h"
 #include "log.h"
 #include "paths.h"
 #include "util.h"
+#include "volumes.h"
 #include "writes.h"
 
 uint64_t writes_role_bytes[FSEV_ROLE_COUNT];
@@ -38,12 +40,12 @@ static uint64_t nevents, nvetoes;
 uint64_t writes_events (void) { return __atomic_load_n (&nevents, __ATOMIC_RELAXED); }
 uint64_t writes_vetoes (void) { return __atomic_load_n (&nvetoes, __ATOMIC_RELAXED); }
 
-static struct image *image;
+static struct device *device;
 
 void
-writes_init (struct image *img)
+writes_init (struct device *dev)
 {
-  image = img;
+  device = dev;
 }
 
 /* One event and the storage of its names. */
@@ -54,6 +56,9 @@ struct event {
 };
 
 struct collect {
+  struct volume *vol;
+  unsigned partition;
+  uint64_t vol_offset;          /* where the volume starts on the device */
   bool want_events;
   bool exclusive;               /* the model is held exclusively */
   bool need_exclusive;          /* ... and this request needs it */
@@ -90,11 +95,11 @@ collect_segment (const struct fsev_segment *seg, void *opaque)
   }
   if (seg->role != FSEV_ROLE_DATA) {
     if (!c->exclusive && !c->need_exclusive &&
-        follow_segment_needs_exclusive (c->io, seg))
+        follow_segment_needs_exclusive (c->vol, c->io, seg))
       c->need_exclusive = true;
     return 0;
   }
-  if (!c->want_events || follow_is_checkpoint (c->io, seg))
+  if (!c->want_events || follow_is_checkpoint (c->vol, c->io, seg))
     return 0;
 
   /* Extend the previous event when this continues it (a block split at
@@ -103,7 +108,7 @@ collect_segment (const struct fsev_segment *seg, void *opaque)
   if (c->n > 0) {
     struct fsevent_write *p = &c->events[c->n - 1].ev;
     if (p->ino == seg->ino &&
-        p->device_offset + p->bytes_to_write == seg->offset &&
+        p->device_offset + p->bytes_to_write == c->vol_offset + seg->offset &&
         p->position + p->bytes_to_write == seg->position) {
       p->bytes_to_write += seg->length;
       return 0;
@@ -121,11 +126,12 @@ collect_segment (const struct fsev_segment *seg, void *opaque)
     .phase = FSEVENT_BEFORE,
     .direction = FSEVENT_INPLACE,
     .operation = c->op,
+    .partition = c->partition,
     .ino = seg->ino,
     .position = seg->position,
     .buffer = c->buf ? c->buf + (seg->offset - c->offset) : NULL,
     .bytes_to_write = seg->length,
-    .device_offset = seg->offset,
+    .device_offset = c->vol_offset + seg->offset,
     .handle_info = &c->conn->info,
   };
   return 0;
@@ -159,169 +165,265 @@ do_io (const struct io *io)
 {
   switch (io->op) {
   case FSEVENT_OP_WRITE:
-    return image_pwrite (image, io->buf, io->count, io->offset, io->fua);
+    return device->pwrite (device, io->buf, io->count, io->offset, io->fua);
   case FSEVENT_OP_ZERO:
-    return image_zero (image, io->count, io->offset, io->may_trim, io->fast,
-                       io->fua);
+    return device->zero (device, io->count, io->offset, io->may_trim,
+                         io->fast, io->fua);
   case FSEVENT_OP_TRIM:
-    return image_trim (image, io->count, io->offset, io->fua);
+    return device->trim (device, io->count, io->offset, io->fua);
   }
   errno = EINVAL;
   return -1;
 }
 
-struct held {
-  bool held;
-  uint64_t id;
+/* The part of a request inside one followed volume (almost always
+ * the whole request; two parts when it crosses a partition boundary).
+ */
+struct part {
+  struct volume *vol;
+  struct io io;                 /* volume offsets */
+  struct collect c;
+  struct follow_plan *plan;
+  bool exclusive;               /* take this volume's model exclusively */
 };
+
+static void
+part_start (struct part *pt, struct conn *conn, bool count)
+{
+  pt->c = (struct collect) {
+    .vol = pt->vol,
+    .partition = volume_partition (pt->vol),
+    .vol_offset = volume_offset (pt->vol),
+    .want_events = true,
+    .exclusive = pt->exclusive,
+    .io = &pt->io, .op = pt->io.op, .buf = pt->io.buf,
+    .offset = pt->io.offset, .conn = conn, .count = count,
+  };
+  pt->plan = NULL;
+  fsev_layout_lookup (follow_layout (pt->vol), pt->io.offset, pt->io.count,
+                      collect_segment, &pt->c);
+}
+
+static void
+parts_unlock (struct part *parts, size_t n)
+{
+  for (size_t i = n; i-- > 0; ) {
+    follow_plan_discard (parts[i].plan);
+    parts[i].plan = NULL;
+    free_events (&parts[i].c);
+    follow_unlock (parts[i].vol);
+  }
+}
+
+/* Lock and look up every part: shared, or exclusive where a commit
+ * point needs it.  Loops until the parts that need the exclusive path
+ * hold it (the model may move while we wait).  0, or an errno with
+ * nothing held.
+ */
+static int
+parts_lock (struct part *parts, size_t n, struct conn *conn, bool count)
+{
+  for (;;) {
+    bool again = false;
+    for (size_t i = 0; i < n; i++) {
+      if (parts[i].exclusive)
+        follow_lock_exclusive (parts[i].vol);
+      else
+        follow_lock_shared (parts[i].vol);
+      part_start (&parts[i], conn, count);
+      if (parts[i].c.need_exclusive)
+        again = parts[i].exclusive = true;
+    }
+    bool oom = false;
+    for (size_t i = 0; i < n; i++)
+      oom |= parts[i].c.oom;
+    if (oom) {
+      parts_unlock (parts, n);
+      nbdkit_error ("out of memory for write events");
+      return ENOMEM;
+    }
+    if (!again)
+      break;
+    parts_unlock (parts, n);
+    count = false;              /* counted already */
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (!parts[i].exclusive)
+      continue;
+    int err = 0;
+    parts[i].plan = follow_prepare (parts[i].vol, &parts[i].io, conn, &err);
+    if (parts[i].plan == NULL) {
+      parts_unlock (parts, n);
+      return err ? err : EIO;
+    }
+  }
+  return 0;
+}
+
+/* Does a host tool's lock hold back any change the request makes? */
+static bool
+parts_locked (struct part *parts, size_t n, uint64_t *id)
+{
+  if (!locks_any ())
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    const struct collect *c = &parts[i].c;
+    for (size_t k = 0; k < c->n; k++)
+      if (locks_covers (c->partition, c->events[k].ev.ino,
+                        c->events[k].ev.position,
+                        c->events[k].ev.position +
+                        c->events[k].ev.bytes_to_write, id))
+        return true;
+    if (parts[i].plan && follow_plan_locked (parts[i].plan, id))
+      return true;
+  }
+  return false;
+}
+
+#define MAX_PARTS 8
 
 static int
 handle_request (struct conn *conn, const struct io *io)
 {
-  struct collect c;
-  struct follow_plan *plan;
+  struct volume *vols[MAX_PARTS];
+  struct part parts[MAX_PARTS];
   struct log_batch lb;
   int r, err = 0, veto = 0;
-  size_t decided = 0;
   int64_t deadline = 0;         /* for held-back writes; 0: not yet */
+  struct part *vetoer = NULL;
+  size_t vetoed_at = 0;
 
-  /* Nobody to tell (no handler, no log, no control socket): serve like
-   * nbdkit file.
+  /* Nobody to tell (no handler, no log, no control socket), or no
+   * followed filesystem here: serve like nbdkit file.
    */
   if (!handlers_active () && !log_enabled () && !control_enabled ())
     return do_io (io);
+  size_t n = volumes_in_range (io->offset, io->count, vols, MAX_PARTS);
+  if (n == 0)
+    return do_io (io);
+  if (n == MAX_PARTS) {
+    /* Tiny partitions: one request over more of them than we track. */
+    nbdkit_error ("a request at %" PRIu64 " spans %d or more partitions",
+                  io->offset, MAX_PARTS);
+    errno = EINVAL;
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint64_t vo = volume_offset (vols[i]), vl = volume_length (vols[i]);
+    uint64_t from = io->offset > vo ? io->offset : vo;
+    uint64_t to = io->offset + io->count < vo + vl ? io->offset + io->count
+      : vo + vl;
+    parts[i] = (struct part) { .vol = vols[i] };
+    parts[i].io = *io;
+    parts[i].io.buf = io->buf ? (const char *) io->buf + (from - io->offset)
+      : NULL;
+    parts[i].io.count = (uint32_t) (to - from);
+    parts[i].io.offset = from - vo;
+  }
 
  again:
-  c = (struct collect) {
-    .want_events = true,
-    .io = io, .op = io->op, .buf = io->buf, .offset = io->offset, .conn = conn,
-    .count = deadline == 0,
-  };
-  plan = NULL;
-  follow_lock_shared ();
-  const struct fsev_layout *layout = follow_layout ();
-  fsev_layout_lookup (layout, io->offset, io->count, collect_segment, &c);
-  if (c.need_exclusive && !c.oom) {
-    /* A commit point: wait for the writes in flight, then look again
-     * (the model may have moved while we waited).
-     */
-    free_events (&c);
-    follow_unlock ();
-    follow_lock_exclusive ();
-    c.exclusive = true;
-    c.need_exclusive = false;
-    c.count = false;
-    layout = follow_layout ();
-    fsev_layout_lookup (layout, io->offset, io->count, collect_segment, &c);
-    if (!c.oom) {
-      plan = follow_prepare (io, conn, &err);
-      if (plan == NULL) {
-        free_events (&c);
-        follow_unlock ();
-        errno = err;
-        return -1;
-      }
-    }
-  }
-  if (c.oom) {
-    free_events (&c);
-    follow_plan_discard (plan);
-    follow_unlock ();
-    nbdkit_error ("out of memory for write events");
-    errno = ENOMEM;
+  err = parts_lock (parts, n, conn, deadline == 0);
+  if (err) {
+    errno = err;
     return -1;
   }
 
   /* A host tool's lock holds back every change to its range: wait for
-   * it without holding the model (other files go on), then start over.
+   * it without holding the models (other files go on), then start over.
    */
-  if (locks_any ()) {
-    struct held h = { 0 };
-    for (size_t i = 0; i < c.n && !h.held; i++)
-      h.held = locks_covers (c.events[i].ev.ino, c.events[i].ev.position,
-                             c.events[i].ev.position +
-                             c.events[i].ev.bytes_to_write, &h.id);
-    if (!h.held && plan)
-      h.held = follow_plan_locked (plan, &h.id);
-    if (h.held) {
-      free_events (&c);
-      follow_plan_discard (plan);
-      follow_unlock ();
-      int wait = locks_guest_wait ();
-      if (deadline == 0)
-        deadline = wait < 0 ? -1 : locks_now_ms () + wait;
-      nbdkit_debug ("write at %" PRIu64 " held back by lock %" PRIu64,
-                    io->offset, h.id);
-      if (wait == 0 || locks_wait_id (h.id, deadline) == ETIMEDOUT) {
-        nbdkit_error ("write at %" PRIu64 " (%" PRIu32 " bytes) failed: lock %"
-                      PRIu64 " still held after lock-wait", io->offset,
-                      io->count, h.id);
-        errno = EIO;
-        return -1;
-      }
-      goto again;
+  uint64_t id;
+  if (parts_locked (parts, n, &id)) {
+    parts_unlock (parts, n);
+    int wait = locks_guest_wait ();
+    if (deadline == 0)
+      deadline = wait < 0 ? -1 : locks_now_ms () + wait;
+    nbdkit_debug ("write at %" PRIu64 " held back by lock %" PRIu64,
+                  io->offset, id);
+    if (wait == 0 || locks_wait_id (id, deadline) == ETIMEDOUT) {
+      nbdkit_error ("write at %" PRIu64 " (%" PRIu32 " bytes) failed: lock %"
+                    PRIu64 " still held after lock-wait", io->offset,
+                    io->count, id);
+      errno = EIO;
+      return -1;
     }
+    goto again;
   }
+
   log_batch_init (&lb);
   /* Before: every handler decides every event; the first veto wins. */
-  for (size_t i = 0; i < c.n && veto == 0; i++) {
-    struct event *e = &c.events[i];
-    if (name_event (layout, e) == -1) {
-      nbdkit_error ("out of memory for write events");
-      veto = ENOMEM;
-      break;
+  size_t decided[MAX_PARTS] = { 0 };
+  for (size_t i = 0; i < n && veto == 0; i++) {
+    struct collect *c = &parts[i].c;
+    const struct fsev_layout *layout = follow_layout (parts[i].vol);
+    for (size_t k = 0; k < c->n && veto == 0; k++) {
+      struct event *e = &c->events[k];
+      if (name_event (layout, e) == -1) {
+        nbdkit_error ("out of memory for write events");
+        veto = ENOMEM;
+        break;
+      }
+      handlers_before_write (&e->ev, conn->contexts);
+      veto = e->ev.result_code;
+      log_event (&lb, "write", &e->ev);
+      decided[i]++;
+      if (veto) {
+        vetoer = &parts[i];
+        vetoed_at = k;
+      }
     }
-    handlers_before_write (&e->ev, conn->contexts);
-    veto = e->ev.result_code;
-    log_event (&lb, "write", &e->ev);
-    decided++;
   }
-  if (veto == 0)
-    veto = follow_plan_before (plan, &lb);
+  for (size_t i = 0; i < n && veto == 0; i++)
+    veto = follow_plan_before (parts[i].plan, &lb);
 
-  __atomic_fetch_add (&nevents, decided, __ATOMIC_RELAXED);
+  size_t ndecided = 0;
+  for (size_t i = 0; i < n; i++)
+    ndecided += decided[i];
+  __atomic_fetch_add (&nevents, ndecided, __ATOMIC_RELAXED);
   if (veto) {
     __atomic_fetch_add (&nvetoes, 1, __ATOMIC_RELAXED);
     r = -1;
     err = veto;
-    if (decided && c.events[decided - 1].ev.result_code)
-      nbdkit_debug ("write to %s (inode %" PRIu32 ") at %" PRIu64
-                    " vetoed: %s", c.events[decided - 1].ev.file_name,
-                    c.events[decided - 1].ev.ino,
-                    c.events[decided - 1].ev.position, strerror (veto));
+    if (vetoer) {
+      const struct fsevent_write *ev = &vetoer->c.events[vetoed_at].ev;
+      nbdkit_debug ("write to %s (partition %u, inode %" PRIu32 ") at %"
+                    PRIu64 " vetoed: %s", ev->file_name, ev->partition,
+                    ev->ino, ev->position, strerror (veto));
+    }
   }
   else {
     r = do_io (io);
     err = r == -1 ? errno : 0;
   }
 
-  /* The commit point's decisions take effect with the request. */
-  follow_plan_finish (plan, &lb, err);
-  if (r == 0) {
-    for (size_t i = 0; i < c.nfree; i++) {
-      if (io->op == FSEVENT_OP_TRIM)
-        follow_pending_drop (c.free_ranges[i].offset,
-                             c.free_ranges[i].length, "trim", &lb);
-      else
-        follow_pending_add (c.free_ranges[i].offset,
-                            c.free_ranges[i].length);
+  for (size_t i = 0; i < n; i++) {
+    struct collect *c = &parts[i].c;
+    /* The commit point's decisions take effect with the request. */
+    follow_plan_finish (parts[i].plan, &lb, err);
+    parts[i].plan = NULL;
+    if (r == 0) {
+      for (size_t k = 0; k < c->nfree; k++) {
+        if (io->op == FSEVENT_OP_TRIM)
+          follow_pending_drop (parts[i].vol, c->free_ranges[k].offset,
+                               c->free_ranges[k].length, "trim", &lb);
+        else
+          follow_pending_add (parts[i].vol, c->free_ranges[k].offset,
+                              c->free_ranges[k].length);
+      }
     }
-  }
-
-  /* After: every event whose before phase ran learns what happened. */
-  for (size_t i = 0; i < decided; i++) {
-    struct fsevent_write *ev = &c.events[i].ev;
-    ev->phase = FSEVENT_AFTER;
-    ev->status = err;
-    ev->bytes_written = r == 0 ? ev->bytes_to_write : 0;
-    ev->result_code = 0;
-    handlers_after_write (ev, conn->contexts);
-    log_event (&lb, "write", ev);
+    /* After: every event whose before phase ran learns what happened. */
+    for (size_t k = 0; k < decided[i]; k++) {
+      struct fsevent_write *ev = &c->events[k].ev;
+      ev->phase = FSEVENT_AFTER;
+      ev->status = err;
+      ev->bytes_written = r == 0 ? ev->bytes_to_write : 0;
+      ev->result_code = 0;
+      handlers_after_write (ev, conn->contexts);
+      log_event (&lb, "write", ev);
+    }
   }
   log_commit (&lb);             /* in the file before the client hears, and
                                    in commit order */
-  follow_unlock ();
-  free_events (&c);
+  parts_unlock (parts, n);
   if (r == -1)
     errno = err;
   return r;

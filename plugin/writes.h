@@ -10,7 +10,6 @@
 #include <stdint.h>
 
 #include "fsevent.h"
-#include "image.h"
 #include "layout.h"
 
 struct conn_contexts;
@@ -23,7 +22,8 @@ struct conn {
 /* Bytes written per role since start-up (all connections). */
 extern uint64_t writes_role_bytes[FSEV_ROLE_COUNT];
 
-extern void writes_init (struct image *img);
+struct device;
+extern void writes_init (struct device *dev);
 extern int writes_pwrite (struct conn *c, const void *buf, uint32_t count,
                           uint64_t offset, bool fua);
 extern int writes_zero (struct conn *c, uint32_t count, uint64_t offset,

@@ -11,6 +11,13 @@
 #    per-file byte counts;
 #  - 4 parallel writers: one event per request, no lost or torn lines;
 #  - bad parameters are refused with a clear message.
+#
+# FSEVENT_BACKEND picks the front end: "plugin" (the default: nbdkit
+# fsevent IMAGE), or the filter over nbdkit's file plugin ("file"), an
+# in-memory disk ("memory": the data plugin, loaded with the image),
+# qemu-nbd through the nbd plugin ("nbd") or a script through the sh
+# plugin ("sh", tests/sh-disk.sh).  The same checks run on each;
+# tests/test-filter.sh runs them all.
 
 source ./functions.sh
 set -x
@@ -21,6 +28,15 @@ requires debugfs -V
 requires cmp --version
 requires timeout --version
 [ -f "$plugin" ] || fail "plugin not built: $plugin"
+BACKEND="${FSEVENT_BACKEND:-plugin}"
+export BACKEND
+case "$BACKEND" in
+    plugin) ;;
+    file|memory|sh) [ -f "$filter" ] || fail "filter not built: $filter" ;;
+    nbd) [ -f "$filter" ] || fail "filter not built: $filter"
+         requires qemu-nbd --version ;;
+    *) fail "FSEVENT_BACKEND=$BACKEND: use plugin, file, memory, nbd or sh" ;;
+esac
 marker_so="$top_builddir/examples/.libs/marker.so"
 [ -f "$marker_so" ] || fail "example handler not built: $marker_so"
 fsmap="$top_builddir/tools/fsevent-map"
@@ -249,22 +265,81 @@ def rnd(n):
         if b"FORBIDDEN" not in b:
             return b
 
+# In memory, the disk is read back from the plugin below, through the
+# filter's reads (which pass straight down); elsewhere from the file.
 def on_image(off, n):
+    if os.environ["BACKEND"] == "memory":
+        h = nbd.NBD()
+        h.connect_unix(SOCK)
+        try:
+            return h.pread(n, off)
+        finally:
+            h.shutdown()
     with open(IMG, "rb") as f:
         f.seek(off)
         return f.read(n)
 
 def same_image(copy):
+    if os.environ["BACKEND"] == "memory":
+        size = os.path.getsize(copy)
+        with open(copy, "rb") as f:
+            for off in range(0, size, 1 << 20):
+                n = min(1 << 20, size - off)
+                assert on_image(off, n) == f.read(n), \
+                    "the disk changed at %d: %s" % (off, copy)
+        return
     r = subprocess.run(["cmp", IMG, copy])
     assert r.returncode == 0, "the image changed: cmp %s %s" % (IMG, copy)
 EOF
 
-# serve [plugin args]: a fresh copy of the image and a fresh log.
+# serve [plugin args]: a fresh copy of the image and a fresh log, served
+# by the front end and backend of this run.
 serve ()
 {
     cp --sparse=always "$tmp/pristine.img" "$IMG"
     rm -f "$LOG"
-    start_nbdkit "$SOCK" "$pid" "$plugin" "$IMG" log="$LOG" "$@"
+    case "$BACKEND" in
+        plugin) start_nbdkit "$SOCK" "$pid" "$plugin" "$IMG" log="$LOG" "$@" ;;
+        file) start_nbdkit "$SOCK" "$pid" --filter="$filter" file "$IMG" \
+                           log="$LOG" "$@" ;;
+        memory) start_nbdkit "$SOCK" "$pid" --filter="$filter" data "<$IMG" \
+                             log="$LOG" "$@" ;;
+        sh) start_nbdkit "$SOCK" "$pid" --filter="$filter" \
+                         sh "$top_srcdir/tests/sh-disk.sh" file="$IMG" \
+                         log="$LOG" "$@" ;;
+        nbd)
+            rm -f "$tmp/qsock" "$tmp/qpid"
+            qemu-nbd --fork --persistent --pid-file="$tmp/qpid" \
+                     --socket="$tmp/qsock" -f raw --cache=none "$IMG"
+            cleanup_fn "stop_qemu_nbd"
+            start_nbdkit "$SOCK" "$pid" --filter="$filter" \
+                         nbd socket="$tmp/qsock" log="$LOG" "$@" ;;
+    esac
+}
+
+stop_qemu_nbd ()
+{
+    [ -s "$tmp/qpid" ] || return 0
+    local qpid i
+    qpid="$(cat "$tmp/qpid")"
+    kill "$qpid" 2>/dev/null
+    for (( i = 0; i < 100; i++ )); do
+        kill -0 "$qpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    rm -f "$tmp/qpid"
+}
+
+# stop: the server goes; a disk in memory is first copied out to $IMG,
+# so that the checks after it read what the plugin below held.
+stop ()
+{
+    if [ "$BACKEND" = memory ]; then
+        nbdcopy "nbd+unix:///?socket=$SOCK" "$IMG" ||
+            fail "cannot copy the disk out of memory"
+    fi
+    stop_nbdkit "$pid"
+    stop_qemu_nbd
 }
 
 # --- Events of every kind of request. -----------------------------------
@@ -376,7 +451,7 @@ print("ok: (h) paths", evs[0]["paths"])
 h.shutdown()
 print("final seq", log.seq)
 EOF
-stop_nbdkit "$pid"
+stop
 e2fsck -fn "$IMG"                 # only data blocks were written
 
 # --- Vetoes: protect=. ---------------------------------------------------
@@ -426,7 +501,7 @@ compare(log.new(), pair("/b", 0, BS), "/b is not protected")
 assert on_image(dev("/b", 0), BS) == d
 h.shutdown()
 EOF
-stop_nbdkit "$pid"
+stop
 
 # protect=GLOB ALLOWED DENIED: a plain glob, a hard link, FNM_PATHNAME.
 protect_case ()
@@ -450,7 +525,7 @@ for name in allowed.split():
     assert on_image(dev(name, 0), BS) == d
 h.shutdown()
 EOF
-    stop_nbdkit "$pid"
+    stop
 }
 protect_case /b "/a /dir/c /big" "/b"
 protect_case /dir/a-link "/b /dir/c" "/a"   # the other name of /a
@@ -502,7 +577,7 @@ open(os.environ["TMP"] + "/report.expected", "w").write(
         F["/a"].ino, 4096 + 100, afile, F["/b"].ino, 10, "/b",
         F["/dir/c"].ino, 4096, "/dir/c", F["/big"].ino, 0, "/big"))
 EOF
-stop_nbdkit "$pid"
+stop
 cat "$tmp/report"
 sort -n "$tmp/report" > "$tmp/report.sorted"
 sort -n "$tmp/report.expected" | cmp - "$tmp/report.sorted" ||
@@ -522,7 +597,7 @@ h.pwrite(b"fine", dev("/b", 0))
 compare(log.new(), pair("/b", 0, 4), "marker.errno=13: clean write")
 h.shutdown()
 EOF
-stop_nbdkit "$pid"
+stop
 
 # --- Parallel writers. ---------------------------------------------------
 
@@ -582,7 +657,7 @@ for lblk, d in data.items():
 open(os.environ["TMP"] + "/report.expected", "w").write(
     "%d %d /big\n" % (BIG.ino, N * PER * BS))
 EOF
-stop_nbdkit "$pid"
+stop
 cmp "$tmp/report.expected" "$tmp/report" ||
     fail "parallel: marker report $(cat "$tmp/report")"
 
@@ -594,7 +669,10 @@ refused ()
 {
     local name="$1" regex="$2" rc=0
     shift 2
-    timeout 60 nbdkit -U "$tmp/$name.sock" "$plugin" "$tmp/pristine.img" "$@" \
+    local front=("$plugin" "$tmp/pristine.img")
+    [ "$BACKEND" = plugin ] ||
+        front=(--filter="$filter" file "$tmp/pristine.img")
+    timeout 60 nbdkit -U "$tmp/$name.sock" "${front[@]}" "$@" \
         --run "touch '$tmp/$name.ran'" >"$tmp/$name.out" 2>"$tmp/$name.err" ||
         rc=$?
     cat "$tmp/$name.err"

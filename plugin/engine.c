@@ -1,0 +1,206 @@
+/* plugin/engine.c: parameters, start-up and the client-facing calls of
+ * the engine both front ends share (see engine.h).
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "builtins.h"
+#include "control.h"
+#include "device.h"
+#include "engine.h"
+#include "handlers.h"
+#include "locks.h"
+#include "log.h"
+#include "volumes.h"
+#include "writes.h"
+
+static struct device *device;   /* set by engine_start */
+
+int
+engine_config (const char *key, const char *value)
+{
+  if (strcmp (key, "partition") == 0)
+    return volumes_set_partition (value);
+  /* Handlers are called in the order they appear on the command line. */
+  if (strcmp (key, "handler") == 0)
+    return handlers_load (value);
+  if (strcmp (key, "log") == 0)
+    return log_open (value);
+  if (strcmp (key, "protect") == 0) {
+    static bool added;
+    if (!added && handlers_add_builtin (&protect_handler, false) == -1)
+      return -1;
+    added = true;
+    return protect_add (value);
+  }
+  if (strcmp (key, "script") == 0) {
+    if (script_set (value) == -1)
+      return -1;
+    return handlers_add_builtin (&script_handler, true);
+  }
+  if (strcmp (key, "control") == 0)
+    return control_set_path (value);
+  if (strcmp (key, "lock-wait") == 0) {
+    char *end;
+    errno = 0;
+    double secs = strtod (value, &end);
+    if (errno || *end || end == value || secs < 0 || secs > 86400) {
+      nbdkit_error ("lock-wait=%s: a number of seconds from 0 to 86400", value);
+      return -1;
+    }
+    locks_set_guest_wait ((int) (secs * 1000));
+    return 0;
+  }
+  if (strcmp (key, "lock-mode") == 0) {
+    if (strcmp (value, "fail") == 0 || strcmp (value, "wait") == 0)
+      locks_set_guest_fail (strcmp (value, "fail") == 0);
+    else {
+      nbdkit_error ("lock-mode=%s: use wait or fail", value);
+      return -1;
+    }
+    return 0;
+  }
+  if (strcmp (key, "script-timeout") == 0)
+    return script_set_timeout (value);
+  if (strcmp (key, "on-handler-error") == 0) {
+    if (strcmp (value, "deny") == 0)
+      handlers_set_on_error (ON_ERROR_DENY);
+    else if (strcmp (value, "allow") == 0)
+      handlers_set_on_error (ON_ERROR_ALLOW);
+    else {
+      nbdkit_error ("on-handler-error=%s: use deny or allow", value);
+      return -1;
+    }
+    return 0;
+  }
+  /* NAME.KEY=VALUE goes to the loaded handler called NAME. */
+  int r = handlers_config (key, value);
+  if (r != 0)
+    return r == 1 ? 0 : -1;
+  return 1;
+}
+
+int
+engine_config_complete (void)
+{
+  return handlers_config_complete ();
+}
+
+int
+engine_start (struct device *dev)
+{
+  device = dev;
+  nbdkit_debug ("%s: %" PRIi64 " bytes, %s", dev->name, dev->size,
+                dev->writable ? "read-write" : "read-only");
+  writes_init (dev);
+  return volumes_start (dev);
+}
+
+int
+engine_after_fork (void)
+{
+  return control_start ();
+}
+
+void
+engine_stop (void)
+{
+  control_stop ();
+  if (device) {
+    writes_log_stats ();
+    volumes_stop ();
+    device = NULL;
+  }
+  handlers_unload ();
+  log_close ();
+}
+
+unsigned
+engine_block_size (void)
+{
+  unsigned bs = volumes_block_size ();
+  return bs >= 512 ? bs : 4096;
+}
+
+/* Per connection: who the client is, and its handle contexts. */
+struct engine_conn {
+  struct conn conn;             /* first: engine_open returns &it */
+  char *export_name;
+};
+
+struct conn *
+engine_open (const char *export_name)
+{
+  static uint64_t next_id;
+  struct engine_conn *h = calloc (1, sizeof *h);
+  if (h == NULL) {
+    nbdkit_error ("calloc: %m");
+    return NULL;
+  }
+  h->export_name = strdup (export_name ? export_name : "");
+  h->conn.info = (struct fsevent_handle_info) {
+    .connection_id = __atomic_add_fetch (&next_id, 1, __ATOMIC_RELAXED),
+    .export_name = h->export_name,
+    /* Only Unix sockets tell who the peer is; -1 otherwise. */
+    .pid = nbdkit_peer_pid (), .uid = nbdkit_peer_uid (),
+    .gid = nbdkit_peer_gid (),
+  };
+  if (handlers_need_contexts ())
+    h->conn.contexts = conn_contexts_new ();
+  if (h->export_name == NULL ||
+      (handlers_need_contexts () && h->conn.contexts == NULL)) {
+    nbdkit_error ("out of memory");
+    free (h->export_name);
+    free (h);
+    return NULL;
+  }
+  return &h->conn;
+}
+
+void
+engine_close (struct conn *c)
+{
+  struct engine_conn *h = (struct engine_conn *) c;
+  if (h == NULL)
+    return;
+  conn_contexts_free (h->conn.contexts);
+  free (h->export_name);
+  free (h);
+}
+
+int
+engine_pwrite (struct conn *c, const void *buf, uint32_t count,
+               uint64_t offset, bool fua)
+{
+  return writes_pwrite (c, buf, count, offset, fua);
+}
+
+int
+engine_zero (struct conn *c, uint32_t count, uint64_t offset,
+             bool may_trim, bool fast, bool fua)
+{
+  return writes_zero (c, count, offset, may_trim, fast, fua);
+}
+
+int
+engine_trim (struct conn *c, uint32_t count, uint64_t offset, bool fua)
+{
+  return writes_trim (c, count, offset, fua);
+}
+
+int
+engine_flush (struct conn *c)
+{
+  if (log_sync () == -1)
+    return -1;
+  return device->flush (device);
+}

@@ -1,0 +1,44 @@
+/* plugin/volumes.h: the filesystems the engine follows on its device.
+ *
+ * A bare filesystem image is one volume, partition 0, covering the
+ * device.  A disk with an MBR or GPT partition table has a volume per
+ * ext2/3/4 partition (or only partition=N); its other partitions are
+ * served untouched.
+ */
+#ifndef FSEVENT_VOLUMES_H
+#define FSEVENT_VOLUMES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct device;
+struct volume;
+
+/* partition=N (0: every ext2/3/4 partition found). */
+extern int volumes_set_partition (const char *value);
+
+/* Read the partition table of DEV, identify and map every filesystem
+ * to follow.  0, or -1 with the error reported.
+ */
+extern int volumes_start (struct device *dev);
+extern void volumes_stop (void);
+
+extern size_t volumes_count (void);
+extern struct volume *volumes_get (size_t i);     /* by device offset */
+/* The smallest filesystem block size: what clients should write in. */
+extern unsigned volumes_block_size (void);
+
+/* The volumes that bytes [OFFSET, OFFSET+COUNT) of the device touch, in
+ * device order: at most MAX into OUT; returns how many.
+ */
+extern size_t volumes_in_range (uint64_t offset, uint64_t count,
+                                struct volume **out, size_t max);
+
+/* A path as host tools give it: "/etc/passwd" on the only followed
+ * filesystem, or "N:/etc/passwd" on partition N.  Sets *PATH to the
+ * path inside the volume.  NULL with *WHY set when it names no volume.
+ */
+extern struct volume *volumes_resolve (const char *spec, const char **path,
+                                       const char **why);
+
+#endif /* FSEVENT_VOLUMES_H */
