@@ -34,7 +34,11 @@ static int fd = -1;
 static bool own_fd;
 
 /* The queue of lines not yet written, and the group commit state. */
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+/* Held for a few hundred nanoseconds per request (numbering and
+ * copying its lines): spinning a moment beats sleeping on the futex and
+ * the context switches that cost, with 16 requests in flight on 2 cores.
+ */
+static pthread_mutex_t lock = PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP;
 static pthread_cond_t written = PTHREAD_COND_INITIALIZER;
 static char *queue, *spare;
 static size_t queue_len, queue_cap, spare_cap;
@@ -671,9 +675,15 @@ log_commit (struct log_batch *b)
     while (p < end) {
       const char *nl = memchr (p, '\n', end - p);
       size_t n = nl ? (size_t) (nl - p) + 1 : (size_t) (end - p);
+      /* "{\"seq\":N," without printf: this runs under the lock. */
       char prefix[40];
-      int pn = snprintf (prefix, sizeof prefix, "{\"seq\":%" PRIu64 ",", ++seq);
-      if (!enqueue (prefix, pn) || !enqueue (p, n)) {
+      size_t i = sizeof prefix;
+      prefix[--i] = ',';
+      for (uint64_t v = ++seq; v; v /= 10)
+        prefix[--i] = '0' + v % 10;
+      i -= 7;
+      memcpy (prefix + i, "{\"seq\":", 7);
+      if (!enqueue (prefix + i, sizeof prefix - i) || !enqueue (p, n)) {
         nbdkit_error ("log: out of memory: events lost");
         break;
       }
