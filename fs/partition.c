@@ -3,10 +3,12 @@
  * Policy for what a table may say (see partition.h for the contract):
  *
  *  - How entries are found may go wrong and be ignored with a warning:
- *    a broken link or a loop in the EBR chain, more than 128 logicals,
- *    an EBR without signature, a primary GPT header or entry array
- *    that fails its checks (the backup is used instead), an unused or
- *    inverted (end before start) entry.
+ *    a link out of the extended partition (or into a logical) or a
+ *    loop in the EBR chain, more than 128 logicals, an EBR without
+ *    signature (the chain stops there); a primary GPT header or entry
+ *    array that fails its checks (the backup is used instead); an
+ *    entry that is half empty (an MBR type without sectors) or
+ *    inverted (a GPT entry ending before it starts): skipped.
  *
  *  - What the entries that were found say is never guessed at: a
  *    partition past the end of the device, overlapping partitions, a
@@ -14,6 +16,13 @@
  *    partition outside the usable LBAs, a protective MBR without a
  *    usable GPT are errors.  A wrong guess would attribute writes to
  *    the wrong filesystem.
+ *
+ *  - Sector 0 that is also a filesystem's boot sector (an ext
+ *    superblock follows at byte 1024, or it is a FAT, NTFS or exFAT
+ *    boot sector, which end with 0x55AA too) is no table, unless it is
+ *    a protective MBR followed by a GPT header, or (FAT) its entries
+ *    make sense as a table.  A sector 0 with 0x55AA but a boot flag
+ *    other than 0x00 or 0x80 is no table either (with a warning).
  *
  * 512-byte sectors only (see partition.h).
  */

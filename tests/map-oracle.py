@@ -27,6 +27,13 @@
 # "outside" segment when the file is larger than the filesystem.
 #
 # Usage: map-oracle.py --map PATH/fsevent-map [--details N] [-v] IMAGE
+#        map-oracle.py --map ... --device DISK --partition N IMAGE
+#
+# With --device, IMAGE is partition N of the partitioned DISK, copied
+# out (with dd): e2fsprogs read IMAGE, fsevent-map maps DISK with
+# --partition N, and its segments, moved back by the partition's start
+# (from sfdisk --json DISK), must agree with IMAGE's blocks and all say
+# "partition": N.  Without, every segment must say "partition": 0.
 # Exit status: 0 all blocks agree, 1 mismatches, 2 the oracle itself
 # failed (a tool failed, or debugfs and dumpe2fs disagree).
 #
@@ -56,7 +63,7 @@ OWNED_ROLES = ("journal", "extent_tree", "indirect", "directory", "xattr",
 FLAG_KEYS = ("backup", "beyond_eof", "unwritten", "allocated", "dup")
 
 # The keys a segment of each role may have (fsevent-map(1), OUTPUT).
-COMMON_KEYS = {"offset", "length", "role"} | set(FLAG_KEYS)
+COMMON_KEYS = {"offset", "length", "role", "partition"} | set(FLAG_KEYS)
 ROLE_KEYS = {r: {"group"} for r in FIXED_ROLES}
 ROLE_KEYS["inode_table"] = {"group", "first_ino", "last_ino"}
 ROLE_KEYS.update({r: {"ino", "path", "paths"} for r in OWNED_ROLES})
@@ -829,6 +836,22 @@ def check_piece(fs, s, o, ln, e, b, mm):
 
 # --- main -------------------------------------------------------------------
 
+def partition_start(device, number, size):
+    """Partition NUMBER's first byte in DEVICE, per sfdisk; its size must
+    be SIZE (the copy's)."""
+    out, _ = run(["sfdisk", "--json", device])
+    table = json.loads(out)["partitiontable"]
+    unit = table.get("sectorsize", 512)
+    for p in table["partitions"]:
+        if int(re.search(r"(\d+)$", p["node"]).group(1)) == number:
+            if p["size"] * unit != size:
+                raise OracleError("partition %d of %s has %d bytes, the "
+                                  "image %d" % (number, device,
+                                                p["size"] * unit, size))
+            return p["start"] * unit
+    raise OracleError("sfdisk lists no partition %d in %s" % (number, device))
+
+
 def main():
     global verbose
     ap = argparse.ArgumentParser(
@@ -838,6 +861,9 @@ def main():
     ap.add_argument("--details", type=int, default=20,
                     help="mismatches to print in detail (default 20)")
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--device", help="the partitioned disk IMAGE came from")
+    ap.add_argument("--partition", type=int, default=0,
+                    help="IMAGE's partition number in --device")
     ap.add_argument("image")
     args = ap.parse_args()
     verbose = args.verbose
@@ -935,8 +961,14 @@ def check_image(args, image, tmp, t0):
         raise OracleError("%d inconsistencies between debugfs and dumpe2fs"
                           % len(model.oracle_errors))
 
-    # 6. fsevent-map.
-    out, err = run([args.map, image])
+    # 6. fsevent-map, on the whole disk for a partition.
+    base = 0
+    if args.device:
+        base = partition_start(args.device, args.partition, image_size)
+        out, err = run([args.map, "--partition", str(args.partition),
+                        args.device])
+    else:
+        out, err = run([args.map, image])
     segs = []
     for n, line in enumerate(out.splitlines()):
         try:
@@ -945,6 +977,15 @@ def check_image(args, image, tmp, t0):
             raise OracleError("fsevent-map line %d is not JSON (%s): %r" %
                               (n + 1, e, line[:200]))
     mm = Mismatches(args.details)
+    for s in segs:
+        if s.get("partition") != args.partition:
+            mm.add(None, "partition", "segment of partition %r, expected %d: "
+                   "%s" % (s.get("partition"), args.partition, json.dumps(s)))
+        if isinstance(s.get("offset"), int):
+            if s["offset"] < base:
+                mm.add(None, "partition", "segment before the partition's "
+                       "start %d: %s" % (base, json.dumps(s)))
+            s["offset"] -= base
     for w in err.splitlines():
         if w.strip():
             mm.add(None, "warning", "fsevent-map warned on a clean image: "

@@ -10,7 +10,9 @@
 # directories, inline data, bigalloc, meta_bg, mmp, quota and orphan
 # file inodes, a fast-commit journal, hard links, sparse files, blocks
 # past EOF, unwritten extents, a shared xattr block and an image file
-# larger than its filesystem.  No mount, no root.
+# larger than its filesystem; and an ext4 partition of a GPT disk
+# (mapped on the disk, checked against the partition copied out with
+# dd).  No mount, no root.
 
 source ./functions.sh
 
@@ -35,6 +37,16 @@ oracle ()
 {
     local rc=0
     python3 "$oracle" --map "$map" "$1" || rc=$?
+    [ $rc -eq 0 ] || failed+=("$(basename "$1") (exit $rc)")
+}
+
+# oracle_partition IMAGE DISK N: the same for IMAGE, partition N of
+# DISK copied out; fsevent-map maps DISK itself.
+oracle_partition ()
+{
+    local rc=0
+    python3 "$oracle" --map "$map" --device "$2" --partition "$3" "$1" ||
+        rc=$?
     [ $rc -eq 0 ] || failed+=("$(basename "$1") (exit $rc)")
 }
 
@@ -260,6 +272,110 @@ mkfs_image "$img" 64M -t ext4 -b 1024 -g 1024 -N 4096 \
     -O meta_bg,^resize_inode,mmp -d "$tmp/t9"
 fsck_clean "$img"
 oracle "$img"
+
+# --- A GPT disk made by sgdisk: an EFI system partition (vfat) and a
+# Linux partition holding an ext4 filesystem 1M smaller than it (an
+# 'outside' tail).  fsevent-map maps the disk; the oracle reads the
+# partition copied out with dd.  Without --partition the tool maps
+# partition 2 alone, with device offsets, and says why it skipped
+# partition 1. ---
+if command -v sgdisk >/dev/null && command -v sfdisk >/dev/null &&
+        command -v mkfs.vfat >/dev/null; then
+    disk="$tmp/gpt-disk.img"
+    truncate -s 80M "$disk"
+    sgdisk -n 1:2048:+8M -t 1:ef00 -c 1:EFI -n 2:0:+65M -t 2:8300 \
+           -c 2:root "$disk" >/dev/null
+    # part N FIELD: start or size (sectors) of partition N, per sfdisk.
+    part ()
+    {
+        sfdisk --json "$disk" | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["partitiontable"]["partitions"]:
+    if p["node"].endswith(sys.argv[1]):
+        print(p[sys.argv[2]])' "$1" "$2"
+    }
+    truncate -s 8M "$tmp/esp.img"
+    mkfs.vfat "$tmp/esp.img" >/dev/null
+    dd if="$tmp/esp.img" of="$disk" bs=512 seek="$(part 1 start)" \
+       conv=notrunc status=none
+    make_tree "$tmp/t10" big5m
+    mkfs_image "$tmp/root.img" 64M -t ext4 -b 4096 -d "$tmp/t10"
+    fsck_clean "$tmp/root.img"
+    pstart="$(part 2 start)" psize="$(part 2 size)"
+    dd if="$tmp/root.img" of="$disk" bs=512 seek="$pstart" conv=notrunc \
+       status=none
+    dd if="$disk" of="$tmp/gpt-part2.img" bs=512 skip="$pstart" \
+       count="$psize" status=none
+    cmp -n $((64 << 20)) "$tmp/root.img" "$tmp/gpt-part2.img" ||
+        fail "the partition copied out is not the filesystem copied in"
+    oracle_partition "$tmp/gpt-part2.img" "$disk" 2
+    # ... and notices a map off by one sector.
+    cat > "$tmp/shift-map" <<EOF
+#!/bin/sh
+"$map" "\$@" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    s = json.loads(line)
+    s["offset"] += 512
+    print(json.dumps(s))
+'
+EOF
+    chmod +x "$tmp/shift-map"
+    if python3 "$oracle" --map "$tmp/shift-map" --details 2 --device "$disk" \
+            --partition 2 "$tmp/gpt-part2.img" > "$tmp/shift.log" 2>&1; then
+        cat "$tmp/shift.log"
+        fail "the oracle did not notice a partition's map off by 512 bytes"
+    fi
+    grep -q 'FAIL:.*coverage' "$tmp/shift.log" ||
+        { cat "$tmp/shift.log"; fail "the oracle failed for another reason"; }
+
+    "$map" "$disk" > "$tmp/disk.jsonl" 2> "$tmp/disk.err" ||
+        { cat "$tmp/disk.err"; fail "fsevent-map $disk failed"; }
+    grep -q "^fsevent-map: $disk: partition 1 (vfat, .*: skipped: " \
+         "$tmp/disk.err" ||
+        { cat "$tmp/disk.err"; fail "fsevent-map did not say why it skipped partition 1"; }
+    [ "$(grep -vc ': partition 1 (vfat' "$tmp/disk.err")" = 0 ] ||
+        { cat "$tmp/disk.err"; fail "fsevent-map $disk: unexpected stderr"; }
+    python3 - "$tmp/disk.jsonl" $((pstart * 512)) $((psize * 512)) <<'EOF' ||
+import json, sys
+start, size = int(sys.argv[2]), int(sys.argv[3])
+end = start
+for line in open(sys.argv[1]):
+    s = json.loads(line)
+    assert s["partition"] == 2, s
+    assert s["offset"] == end, (s, end)
+    end = s["offset"] + s["length"]
+assert end == start + size, (end, start + size)
+EOF
+        fail "fsevent-map $disk: segments not partition 2's, in order"
+
+    # Refusals: a partition that is not ext, one that does not exist, a
+    # table whose primary and backup GPT headers are both damaged.
+    for p in 1 3; do
+        rc=0
+        "$map" --partition $p "$disk" > "$tmp/p.out" 2> "$tmp/p.err" || rc=$?
+        [ $rc = 1 ] && [ ! -s "$tmp/p.out" ] &&
+            grep -q "^fsevent-map: $disk: .*partition $p" "$tmp/p.err" ||
+            { cat "$tmp/p.err"; fail "--partition $p: exit $rc"; }
+    done
+    python3 - "$disk" <<'EOF'
+import sys
+with open(sys.argv[1], "r+b") as f:
+    for at in (512 + 60, 80 * 1024 * 1024 - 512 + 60):   # the disk GUID
+        f.seek(at)
+        b = f.read(1)[0]
+        f.seek(at)
+        f.write(bytes([b ^ 0xff]))
+EOF
+    rc=0
+    "$map" "$disk" > "$tmp/p.out" 2> "$tmp/p.err" || rc=$?
+    [ $rc = 1 ] && [ ! -s "$tmp/p.out" ] &&
+        grep -q "^fsevent-map: $disk: partition table: GPT header CRC mismatch and backup header unusable" "$tmp/p.err" ||
+        { cat "$tmp/p.err"; fail "damaged GPT: exit $rc"; }
+else
+    echo "test-map-oracle: sgdisk, sfdisk or mkfs.vfat missing:" \
+         "partitioned disk not tested" >&2
+fi
 
 # --- The oracle catches a wrong map: a fake fsevent-map that moves one
 # data block's position must fail. ---
