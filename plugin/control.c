@@ -286,7 +286,7 @@ cmd_lock (struct cconn *c, char *args)
   const char *why;
   struct volume *vol = volumes_resolve (p, &p, &why);
   if (vol == NULL)
-    return reply_err (c, ENOENT, why);
+    return reply_err (c, volumes_ambiguous (why) ? EINVAL : ENOENT, why);
   int r = follow_resolve (vol, p, &ino, &names);
   if (r < 0)
     return reply_err (c, -r, r == -ENOENT ? "no such file in the filesystem"
@@ -415,7 +415,7 @@ cmd_cat (struct cconn *c, const char *p)
   const char *why;
   struct volume *vol = volumes_resolve (p, &p, &why);
   if (vol == NULL)
-    return reply_err (c, ENOENT, why);
+    return reply_err (c, volumes_ambiguous (why) ? EINVAL : ENOENT, why);
   int r = follow_cat (vol, p, cat_header, cat_out, c);
   if (r == -EPIPE)
     return -1;                  /* the peer went; so do we */

@@ -102,7 +102,10 @@ engine_start (struct device *dev)
   nbdkit_debug ("%s: %" PRIi64 " bytes, %s", dev->name, dev->size,
                 dev->writable ? "read-write" : "read-only");
   writes_init (dev);
-  return volumes_start (dev);
+  if (volumes_start (dev) == -1)
+    return -1;
+  /* protect=N:GLOB on a partition not followed would protect nothing. */
+  return protect_check_partitions (volumes_followed);
 }
 
 int

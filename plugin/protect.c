@@ -172,6 +172,20 @@ protect_before_change (struct fsevent_change *ev)
   return 0;
 }
 
+int
+protect_check_partitions (bool (*followed) (unsigned))
+{
+  for (size_t i = 0; i < nglobs; i++)
+    if (globs[i].partition && !followed (globs[i].partition)) {
+      nbdkit_error ("protect=%u:%s%s: no followed filesystem on partition %u "
+                    "(it would protect nothing)", globs[i].partition,
+                    globs[i].pattern, globs[i].subtree ? "/**" : "",
+                    globs[i].partition);
+      return -1;
+    }
+  return 0;
+}
+
 static void
 protect_unload (void)
 {

@@ -80,7 +80,7 @@ static void
 ptable_warning (void *opaque, const char *msg)
 {
   const struct device *dev = opaque;
-  warning ("%s: partition table: %s (ignored)", dev->name, msg);
+  warning ("%s: partition table: %s", dev->name, msg);
 }
 
 static void
@@ -288,6 +288,9 @@ volumes_in_range (uint64_t offset, uint64_t count, struct volume **out,
   return n;
 }
 
+static const char ambiguous[] =
+  "several filesystems are followed: name one as N:/PATH";
+
 struct volume *
 volumes_resolve (const char *spec, const char **path, const char **why)
 {
@@ -305,6 +308,21 @@ volumes_resolve (const char *spec, const char **path, const char **why)
   *path = spec;
   if (nvols == 1)
     return vols[0];
-  *why = "several filesystems are followed: name one as N:/PATH";
+  *why = ambiguous;
   return NULL;
+}
+
+bool
+volumes_ambiguous (const char *why)
+{
+  return why == ambiguous;
+}
+
+bool
+volumes_followed (unsigned partition)
+{
+  for (size_t i = 0; i < nvols; i++)
+    if (volume_partition (vols[i]) == partition)
+      return true;
+  return false;
 }

@@ -8,6 +8,7 @@
 #ifndef FSEVENT_VOLUMES_H
 #define FSEVENT_VOLUMES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,5 +41,10 @@ extern size_t volumes_in_range (uint64_t offset, uint64_t count,
  */
 extern struct volume *volumes_resolve (const char *spec, const char **path,
                                        const char **why);
+
+/* Was *WHY from volumes_resolve "say which partition"? */
+extern bool volumes_ambiguous (const char *why);
+/* Is a filesystem on PARTITION (0: a bare image) followed? */
+extern bool volumes_followed (unsigned partition);
 
 #endif /* FSEVENT_VOLUMES_H */
