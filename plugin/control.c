@@ -284,9 +284,10 @@ cmd_lock (struct cconn *c, char *args)
   uint32_t ino;
   char **names;
   const char *why;
-  struct volume *vol = volumes_resolve (p, &p, &why);
+  int err;
+  struct volume *vol = volumes_resolve (p, &p, &err, &why);
   if (vol == NULL)
-    return reply_err (c, volumes_ambiguous (why) ? EINVAL : ENOENT, why);
+    return reply_err (c, err, why);
   int r = follow_resolve (vol, p, &ino, &names);
   if (r < 0)
     return reply_err (c, -r, r == -ENOENT ? "no such file in the filesystem"
@@ -413,9 +414,10 @@ static int
 cmd_cat (struct cconn *c, const char *p)
 {
   const char *why;
-  struct volume *vol = volumes_resolve (p, &p, &why);
+  int err;
+  struct volume *vol = volumes_resolve (p, &p, &err, &why);
   if (vol == NULL)
-    return reply_err (c, volumes_ambiguous (why) ? EINVAL : ENOENT, why);
+    return reply_err (c, err, why);
   int r = follow_cat (vol, p, cat_header, cat_out, c);
   if (r == -EPIPE)
     return -1;                  /* the peer went; so do we */

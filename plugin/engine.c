@@ -182,22 +182,22 @@ engine_close (struct conn *c)
 
 int
 engine_pwrite (struct conn *c, const void *buf, uint32_t count,
-               uint64_t offset, bool fua)
+               uint64_t offset, uint32_t flags)
 {
-  return writes_pwrite (c, buf, count, offset, fua);
+  return writes_pwrite (c, buf, count, offset, flags & NBDKIT_FLAG_FUA);
 }
 
 int
-engine_zero (struct conn *c, uint32_t count, uint64_t offset,
-             bool may_trim, bool fast, bool fua)
+engine_zero (struct conn *c, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  return writes_zero (c, count, offset, may_trim, fast, fua);
+  return writes_zero (c, count, offset, flags & NBDKIT_FLAG_MAY_TRIM,
+                      flags & NBDKIT_FLAG_FAST_ZERO, flags & NBDKIT_FLAG_FUA);
 }
 
 int
-engine_trim (struct conn *c, uint32_t count, uint64_t offset, bool fua)
+engine_trim (struct conn *c, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  return writes_trim (c, count, offset, fua);
+  return writes_trim (c, count, offset, flags & NBDKIT_FLAG_FUA);
 }
 
 int

@@ -47,12 +47,15 @@ extern unsigned engine_block_size (void);
 extern struct conn *engine_open (const char *export_name);
 extern void engine_close (struct conn *c);
 
+/* FLAGS are nbdkit's (NBDKIT_FLAG_FUA, _MAY_TRIM, _FAST_ZERO), the same
+ * for plugins and filters.  0, or -1 with errno set.
+ */
 extern int engine_pwrite (struct conn *c, const void *buf, uint32_t count,
-                          uint64_t offset, bool fua);
+                          uint64_t offset, uint32_t flags);
 extern int engine_zero (struct conn *c, uint32_t count, uint64_t offset,
-                        bool may_trim, bool fast, bool fua);
+                        uint32_t flags);
 extern int engine_trim (struct conn *c, uint32_t count, uint64_t offset,
-                        bool fua);
+                        uint32_t flags);
 /* The log of acknowledged writes is as durable as the writes. */
 extern int engine_flush (struct conn *c);
 

@@ -271,8 +271,7 @@ static int
 fsevent_pwrite (nbdkit_next *next, void *handle, const void *buf,
                 uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
-  if (engine_pwrite (handle, buf, count, offset,
-                     flags & NBDKIT_FLAG_FUA) == -1) {
+  if (engine_pwrite (handle, buf, count, offset, flags) == -1) {
     *err = errno;
     return -1;
   }
@@ -293,7 +292,7 @@ static int
 fsevent_trim (nbdkit_next *next, void *handle, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
 {
-  if (engine_trim (handle, count, offset, flags & NBDKIT_FLAG_FUA) == -1) {
+  if (engine_trim (handle, count, offset, flags) == -1) {
     *err = errno;
     return -1;
   }
@@ -304,9 +303,7 @@ static int
 fsevent_zero (nbdkit_next *next, void *handle, uint32_t count,
               uint64_t offset, uint32_t flags, int *err)
 {
-  if (engine_zero (handle, count, offset, flags & NBDKIT_FLAG_MAY_TRIM,
-                   flags & NBDKIT_FLAG_FAST_ZERO,
-                   flags & NBDKIT_FLAG_FUA) == -1) {
+  if (engine_zero (handle, count, offset, flags) == -1) {
     *err = errno;
     return -1;
   }

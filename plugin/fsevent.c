@@ -226,7 +226,7 @@ static int
 fsevent_pwrite (void *handle, const void *buf, uint32_t count,
                 uint64_t offset, uint32_t flags)
 {
-  return engine_pwrite (handle, buf, count, offset, flags & NBDKIT_FLAG_FUA);
+  return engine_pwrite (handle, buf, count, offset, flags);
 }
 
 static int
@@ -238,16 +238,13 @@ fsevent_flush (void *handle, uint32_t flags)
 static int
 fsevent_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  return engine_trim (handle, count, offset, flags & NBDKIT_FLAG_FUA);
+  return engine_trim (handle, count, offset, flags);
 }
 
 static int
 fsevent_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  return engine_zero (handle, count, offset,
-                      flags & NBDKIT_FLAG_MAY_TRIM,
-                      flags & NBDKIT_FLAG_FAST_ZERO,
-                      flags & NBDKIT_FLAG_FUA);
+  return engine_zero (handle, count, offset, flags);
 }
 
 static int

@@ -186,6 +186,14 @@ is_ext (const char *fs)
                 strcmp (fs, "ext4") == 0);
 }
 
+static int
+by_offset (const void *a, const void *b)
+{
+  uint64_t x = volume_offset (*(struct volume *const *) a);
+  uint64_t y = volume_offset (*(struct volume *const *) b);
+  return x < y ? -1 : x > y;
+}
+
 int
 volumes_start (struct device *dev)
 {
@@ -253,6 +261,10 @@ volumes_start (struct device *dev)
                   only_partition, dev->name, list[0] ? list : "none");
     return -1;
   }
+  /* Partition numbers need not follow the disk's order; requests are
+   * split, and models locked, in device order.
+   */
+  qsort (vols, nvols, sizeof *vols, by_offset);
   if (nvols == 0) {
     nbdkit_error ("%s: no ext2/3/4 filesystem to follow in its partitions "
                   "(%s)", dev->name, list[0] ? list : "none");
@@ -276,23 +288,24 @@ struct volume *volumes_get (size_t i) { return i < nvols ? vols[i] : NULL; }
 unsigned volumes_block_size (void) { return min_block_size; }
 
 size_t
-volumes_in_range (uint64_t offset, uint64_t count, struct volume **out,
-                  size_t max)
+volumes_in_range (uint64_t offset, uint64_t count, size_t *first)
 {
   size_t n = 0;
-  for (size_t i = 0; i < nvols && n < max; i++) {
+  for (size_t i = 0; i < nvols; i++) {
     uint64_t vo = volume_offset (vols[i]), vl = volume_length (vols[i]);
-    if (offset < vo + vl && vo < offset + count)
-      out[n++] = vols[i];
+    if (offset < vo + vl && vo < offset + count) {
+      if (n++ == 0)
+        *first = i;
+    }
+    else if (n)
+      break;                    /* sorted and apart: no more */
   }
   return n;
 }
 
-static const char ambiguous[] =
-  "several filesystems are followed: name one as N:/PATH";
-
 struct volume *
-volumes_resolve (const char *spec, const char **path, const char **why)
+volumes_resolve (const char *spec, const char **path, int *err,
+                 const char **why)
 {
   const char *colon = strchr (spec, ':');
   if (colon && colon > spec && strspn (spec, "0123456789") ==
@@ -302,20 +315,16 @@ volumes_resolve (const char *spec, const char **path, const char **why)
     for (size_t i = 0; i < nvols; i++)
       if (volume_partition (vols[i]) == n)
         return vols[i];
+    *err = ENOENT;
     *why = "no followed filesystem on that partition";
     return NULL;
   }
   *path = spec;
   if (nvols == 1)
     return vols[0];
-  *why = ambiguous;
+  *err = EINVAL;
+  *why = "several filesystems are followed: name one as N:/PATH";
   return NULL;
-}
-
-bool
-volumes_ambiguous (const char *why)
-{
-  return why == ambiguous;
 }
 
 bool

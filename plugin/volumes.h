@@ -29,21 +29,20 @@ extern struct volume *volumes_get (size_t i);     /* by device offset */
 /* The smallest filesystem block size: what clients should write in. */
 extern unsigned volumes_block_size (void);
 
-/* The volumes that bytes [OFFSET, OFFSET+COUNT) of the device touch, in
- * device order: at most MAX into OUT; returns how many.
+/* How many volumes bytes [OFFSET, OFFSET+COUNT) of the device touch;
+ * they are volumes_get (*FIRST) on, in device order.
  */
 extern size_t volumes_in_range (uint64_t offset, uint64_t count,
-                                struct volume **out, size_t max);
+                                size_t *first);
 
 /* A path as host tools give it: "/etc/passwd" on the only followed
  * filesystem, or "N:/etc/passwd" on partition N.  Sets *PATH to the
- * path inside the volume.  NULL with *WHY set when it names no volume.
+ * path inside the volume.  NULL when it names no volume, with *ERR
+ * (ENOENT, or EINVAL: say which partition) and *WHY set.
  */
 extern struct volume *volumes_resolve (const char *spec, const char **path,
-                                       const char **why);
+                                       int *err, const char **why);
 
-/* Was *WHY from volumes_resolve "say which partition"? */
-extern bool volumes_ambiguous (const char *why);
 /* Is a filesystem on PARTITION (0: a bare image) followed? */
 extern bool volumes_followed (unsigned partition);
 

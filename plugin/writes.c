@@ -185,6 +185,7 @@ struct part {
   struct collect c;
   struct follow_plan *plan;
   bool exclusive;               /* take this volume's model exclusively */
+  size_t decided;               /* events whose before phase ran */
 };
 
 static void
@@ -280,46 +281,63 @@ parts_locked (struct part *parts, size_t n, uint64_t *id)
   return false;
 }
 
-#define MAX_PARTS 8
+/* Parts kept on the stack; a request over more partitions allocates. */
+#define STACK_PARTS 4
+
+static int handle_parts (struct conn *conn, const struct io *io,
+                         struct part *parts, size_t n);
 
 static int
 handle_request (struct conn *conn, const struct io *io)
 {
-  struct volume *vols[MAX_PARTS];
-  struct part parts[MAX_PARTS];
-  struct log_batch lb;
-  int r, err = 0, veto = 0;
-  int64_t deadline = 0;         /* for held-back writes; 0: not yet */
-  struct part *vetoer = NULL;
-  size_t vetoed_at = 0;
-
   /* Nobody to tell (no handler, no log, no control socket), or no
    * followed filesystem here: serve like nbdkit file.
    */
   if (!handlers_active () && !log_enabled () && !control_enabled ())
     return do_io (io);
-  size_t n = volumes_in_range (io->offset, io->count, vols, MAX_PARTS);
+  size_t first;
+  size_t n = volumes_in_range (io->offset, io->count, &first);
   if (n == 0)
     return do_io (io);
-  if (n == MAX_PARTS) {
-    /* Tiny partitions: one request over more of them than we track. */
-    nbdkit_error ("a request at %" PRIu64 " spans %d or more partitions",
-                  io->offset, MAX_PARTS);
-    errno = EINVAL;
+
+  struct part stack[STACK_PARTS];
+  struct part *parts = n <= STACK_PARTS ? stack : calloc (n, sizeof *parts);
+  if (parts == NULL) {
+    nbdkit_error ("out of memory for a request over %zu partitions", n);
+    errno = ENOMEM;
     return -1;
   }
   for (size_t i = 0; i < n; i++) {
-    uint64_t vo = volume_offset (vols[i]), vl = volume_length (vols[i]);
+    struct volume *vol = volumes_get (first + i);
+    uint64_t vo = volume_offset (vol), vl = volume_length (vol);
     uint64_t from = io->offset > vo ? io->offset : vo;
     uint64_t to = io->offset + io->count < vo + vl ? io->offset + io->count
       : vo + vl;
-    parts[i] = (struct part) { .vol = vols[i] };
+    parts[i] = (struct part) { .vol = vol };
     parts[i].io = *io;
     parts[i].io.buf = io->buf ? (const char *) io->buf + (from - io->offset)
       : NULL;
     parts[i].io.count = (uint32_t) (to - from);
     parts[i].io.offset = from - vo;
   }
+  int r = handle_parts (conn, io, parts, n);
+  if (parts != stack) {
+    int e = errno;
+    free (parts);
+    errno = e;
+  }
+  return r;
+}
+
+static int
+handle_parts (struct conn *conn, const struct io *io, struct part *parts,
+              size_t n)
+{
+  struct log_batch lb;
+  int r, err = 0, veto = 0;
+  int64_t deadline = 0;         /* for held-back writes; 0: not yet */
+  struct part *vetoer = NULL;
+  size_t vetoed_at = 0;
 
  again:
   err = parts_lock (parts, n, conn, deadline == 0);
@@ -351,7 +369,6 @@ handle_request (struct conn *conn, const struct io *io)
 
   log_batch_init (&lb);
   /* Before: every handler decides every event; the first veto wins. */
-  size_t decided[MAX_PARTS] = { 0 };
   for (size_t i = 0; i < n && veto == 0; i++) {
     struct collect *c = &parts[i].c;
     const struct fsev_layout *layout = follow_layout (parts[i].vol);
@@ -365,7 +382,7 @@ handle_request (struct conn *conn, const struct io *io)
       handlers_before_write (&e->ev, conn->contexts);
       veto = e->ev.result_code;
       log_event (&lb, "write", &e->ev);
-      decided[i]++;
+      parts[i].decided++;
       if (veto) {
         vetoer = &parts[i];
         vetoed_at = k;
@@ -377,7 +394,7 @@ handle_request (struct conn *conn, const struct io *io)
 
   size_t ndecided = 0;
   for (size_t i = 0; i < n; i++)
-    ndecided += decided[i];
+    ndecided += parts[i].decided;
   __atomic_fetch_add (&nevents, ndecided, __ATOMIC_RELAXED);
   if (veto) {
     __atomic_fetch_add (&nvetoes, 1, __ATOMIC_RELAXED);
@@ -411,7 +428,7 @@ handle_request (struct conn *conn, const struct io *io)
       }
     }
     /* After: every event whose before phase ran learns what happened. */
-    for (size_t k = 0; k < decided[i]; k++) {
+    for (size_t k = 0; k < parts[i].decided; k++) {
       struct fsevent_write *ev = &c->events[k].ev;
       ev->phase = FSEVENT_AFTER;
       ev->status = err;

@@ -943,6 +943,54 @@ refused odd-part3 'partition=3: .*has no such partition \(it has: 1 ext4, 4 ext4
     "$odd" partition=3
 
 # ======================================================================
+# 2c. Partition numbers out of the disk's order: p2 first on the disk,
+# p1 right after it.  A request across both is split in device order
+# (and their models locked in that order); a veto in p1 fails it whole.
+# ======================================================================
+rev="$tmp/rev.img"
+truncate -s 48M "$rev"
+sgdisk -n 2:2048:+20M -t 2:8300 -n 1:0:+20M -t 1:8300 "$rev" >/dev/null
+sfdisk --json "$rev"
+eval "$(part_vars "$rev" r)"
+[ $(( r2s + r2n )) -eq "$r1s" ] || fail "rev: p2 and p1 are not adjacent"
+mkdir -p "$tmp/r1" "$tmp/r2"
+rnd_file "$tmp/r1/x.txt" $((2 * 4096 + 10))
+rnd_file "$tmp/r2/x.txt" $((2 * 4096 + 10))
+mkfs_full "$rev" "$r2s" "$r2n" "$tmp/r2"
+mkfs_at "$rev" "$r1s" "$r1n" "$tmp/r1" || fail "cannot build rev p1"
+extract "$rev" "$r1s" "$r1n" "$tmp/rev-p1.img"
+extract "$rev" "$r2s" "$r2n" "$tmp/rev-p2.img"
+export FILES="1:/x.txt 2:/x.txt 2:/tail"
+for deny in none p1; do
+    if [ $deny = p1 ]; then
+        serve rev rev-$deny protect=1:/x.txt
+    else
+        serve rev rev-$deny
+    fi
+    cp --sparse=always "$IMG" "$tmp/before.img"
+    DENY=$deny "$py" - <<'EOF'
+from pt import *
+log = Log()
+h = connect()
+assert base(2) < base(1), PARTS
+if os.environ["DENY"] == "none":
+    off, data, exp = span(2, 1)
+    h.pwrite(data, off)
+    compare(log, exp, "rev: one request, p2 then p1")
+    assert [e["partition"] for e in exp if e["phase"] == "before"][0] == 2
+    assert sorted({e["partition"] for e in exp}) == [1, 2]
+else:
+    deny = lambda m, path: errno.EPERM if (m, path) == (1, "/x.txt") else 0
+    off, data, exp = span(2, 1, deny=deny)
+    fails(errno.EPERM, h.pwrite, data, off)
+    compare(log, exp, "rev: protect=1:/x.txt fails the request whole")
+    same_image(TMP + "/before.img")
+h.shutdown()
+EOF
+    stop
+done
+
+# ======================================================================
 # 3. protect=2:/x.txt against protect=/x.txt.
 # ======================================================================
 export FILES="$GPT_FILES"
