@@ -55,28 +55,9 @@ cp "$img" "$d/before.img"
 mounted= dev= fuse_pid= nbdkit_pid=
 cleanup_fn guest_down
 
-nbdkit -f -v -U "$sock" -P "$d/pid" --filter="$filter" \
+guest_up_with "" --filter="$filter" \
     sh "$top_srcdir/tests/sh-disk.sh" file="$img" fail=commit \
-    log="$d/log" -D fsevent.check=1 2>"$d/nbdkit.err" &
-nbdkit_pid=$!
-for (( i = 0; i < 300; i++ )); do
-    [ -s "$d/pid" ] && [ -S "$sock" ] && break
-    kill -0 $nbdkit_pid 2>/dev/null || break
-    sleep 0.1
-done
-[ -S "$sock" ] || { tail -20 "$d/nbdkit.err"; fail "nbdkit did not start"; }
-nbdfuse -P "$d/fuse.pid" "$fuse/nbd" --unix "$sock" </dev/null \
-    2>"$d/nbdfuse.err" &
-fuse_pid=$!
-for (( i = 0; i < 300; i++ )); do
-    [ -s "$d/fuse.pid" ] && [ -e "$fuse/nbd" ] && break
-    sleep 0.1
-done
-[ -e "$fuse/nbd" ] || fail "nbdfuse did not start"
-mark="$(kmark)"
-dev="$(losetup -f --show "$fuse/nbd")"
-mount "$dev" "$mnt" || fail "mount failed"
-mounted=yes
+    log="$d/log" -D fsevent.check=1
 echo "new content" > "$mnt/new.txt" || :
 sync || :
 sync -f "$mnt" || :

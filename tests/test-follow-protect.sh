@@ -136,39 +136,14 @@ nbdkit_pid='' fuse_pid='' dev='' mounted=''
 # mounted on $mnt.
 guest_up ()
 {
-    local i
     cp --sparse=always "$pristine" "$img"
-    rm -f "$d/log" "$d/pid" "$sock" "$d/fuse.pid"
-    nbdkit -f -v -U "$sock" -P "$d/pid" "$plugin" "$img" \
+    rm -f "$d/log"
+    guest_name="$attempt" guest_up_with "${1:-}" "$plugin" "$img" \
         protect=/etc/secret protect=/etc/secret2 log="$d/log" \
-        -D fsevent.check=1 2>"$d/nbdkit.err" &
-    nbdkit_pid=$!
-    for (( i = 0; i < 300; i++ )); do
-        [ -s "$d/pid" ] && [ -S "$sock" ] && break
-        kill -0 $nbdkit_pid 2>/dev/null || break
-        sleep 0.1
-    done
-    [ -S "$sock" ] || { tail -20 "$d/nbdkit.err"; fail "$attempt: nbdkit did not start"; }
-
-    nbdfuse -P "$d/fuse.pid" "$fuse/nbd" --unix "$sock" \
-        </dev/null 2>"$d/nbdfuse.err" &
-    fuse_pid=$!
-    for (( i = 0; i < 300; i++ )); do
-        [ -s "$d/fuse.pid" ] && [ -e "$fuse/nbd" ] && break
-        kill -0 $fuse_pid 2>/dev/null || break
-        sleep 0.1
-    done
-    [ -e "$fuse/nbd" ] || { cat "$d/nbdfuse.err"; fail "$attempt: nbdfuse did not start"; }
-
-    mark="$(kmark)"
-    dev="$(losetup -f --show "$fuse/nbd")"
-    [ -b "$dev" ] || fail "$attempt: losetup did not give a block device: $dev"
-    mount ${1:+-o "$1"} "$dev" "$mnt" || fail "$attempt: mount $dev failed"
-    mounted=yes
+        -D fsevent.check=1
     cmp "$d/root/etc/other" "$mnt/etc/other" || fail "$attempt: /etc/other is not readable"
 }
 
-# The file behind loop device $1, if any.
 cleanup_fn 'guest_down >/dev/null 2>&1'
 
 # The log: the veto of the right kind on /etc/secret, nothing changed

@@ -95,33 +95,10 @@ nbdkit_pid='' fuse_pid='' dev='' mounted=''
 
 guest_up ()
 {
-    local i
     cp --sparse=always "$pristine" "$img"
-    rm -f "$d/log" "$d/pid" "$sock" "$d/fuse.pid" "$rec"
-    nbdkit -f -v -U "$sock" -P "$d/pid" "$plugin" "$img" \
-        script="$d/handler.sh" log="$d/log" -D fsevent.check=1 \
-        2>"$d/nbdkit.err" &
-    nbdkit_pid=$!
-    for (( i = 0; i < 300; i++ )); do
-        [ -s "$d/pid" ] && [ -S "$sock" ] && break
-        kill -0 $nbdkit_pid 2>/dev/null || break
-        sleep 0.1
-    done
-    [ -S "$sock" ] || { tail -20 "$d/nbdkit.err"; fail "nbdkit did not start"; }
-    nbdfuse -P "$d/fuse.pid" "$fuse/nbd" --unix "$sock" \
-        </dev/null 2>"$d/nbdfuse.err" &
-    fuse_pid=$!
-    for (( i = 0; i < 300; i++ )); do
-        [ -s "$d/fuse.pid" ] && [ -e "$fuse/nbd" ] && break
-        kill -0 $fuse_pid 2>/dev/null || break
-        sleep 0.1
-    done
-    [ -e "$fuse/nbd" ] || { cat "$d/nbdfuse.err"; fail "nbdfuse did not start"; }
-    mark="$(kmark)"
-    dev="$(losetup -f --show "$fuse/nbd")"
-    [ -b "$dev" ] || fail "losetup did not give a block device: $dev"
-    mount "$dev" "$mnt" || fail "mount $dev failed"
-    mounted=yes
+    rm -f "$d/log" "$rec"
+    guest_up_with "" "$plugin" "$img" script="$d/handler.sh" log="$d/log" \
+        -D fsevent.check=1
 }
 
 cleanup_fn 'guest_down >/dev/null 2>&1'
