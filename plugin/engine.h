@@ -16,6 +16,8 @@ struct conn;
 
 /* The engine's parameters (everything but the front end's own, such as
  * file=): 0 handled, -1 error reported, 1 not an engine parameter.
+ * The help leaves out script=, whose name differs between the front
+ * ends (the filter's plugin below may own script=).
  */
 extern int engine_config (const char *key, const char *value);
 extern int engine_config_complete (void);
@@ -24,8 +26,7 @@ extern int engine_config_complete (void);
   "handler=PATH.so      Load a handler (repeatable); NAME.KEY=VALUE configures it.\n" \
   "log=FILE|-           Log every event as JSON Lines.\n" \
   "protect=GLOB         Deny every change to matching paths (repeatable).\n" \
-  "script=PATH          Run PATH for every event (nbdkit-sh-plugin style).\n" \
-  "script-timeout=SECS  How long a script may take (default 10).\n" \
+  "script-timeout=SECS  How long a script= may take (default 10).\n" \
   "on-handler-error=deny|allow  What a failed handler means (default deny).\n" \
   "control=SOCKET       Serve host tools (fsevent-ctl): locks, stats, cat.\n" \
   "lock-wait=SECS       How long a guest write waits for a lock (default 30).\n" \

@@ -331,7 +331,10 @@ static struct nbdkit_filter filter = {
   .unload             = fsevent_unload,
   .config             = fsevent_config,
   .config_complete    = fsevent_config_complete,
-  .config_help        = ENGINE_CONFIG_HELP,
+  .config_help        =
+    "fsevent-script=PATH  Run PATH for every event (script= is the plugin's).\n"
+    "fsevent-KEY=VALUE    Any parameter below, if the plugin has a KEY too.\n"
+    ENGINE_CONFIG_HELP,
   .thread_model       = fsevent_thread_model,
   .after_fork         = fsevent_after_fork,
   .cleanup            = fsevent_cleanup,

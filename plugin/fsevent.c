@@ -76,6 +76,7 @@ fsevent_config_complete (void)
 
 #define fsevent_config_help \
   "[file=]IMAGE         (required) The disk or filesystem image, or block device.\n" \
+  "script=PATH          Run PATH for every event (nbdkit-sh-plugin style).\n" \
   ENGINE_CONFIG_HELP
 
 /* The device: the image file, through image.c. */
