@@ -249,15 +249,7 @@ def connect():
     h.connect_unix(SOCK)
     return h
 
-def fails(err, fn, *args):
-    try:
-        fn(*args)
-    except nbd.Error as e:
-        print("failed as expected:", e)
-        assert e.errnum == err, ("errno", e.errnum, err)
-        return
-    raise AssertionError("%s succeeded, expected %s" %
-                         (fn.__name__, errno.errorcode[err]))
+from nbd_client import fails
 
 def rnd(n):
     while True:

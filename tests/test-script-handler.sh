@@ -109,14 +109,7 @@ def connect():
     LAST = h
     return h
 
-def fails(err, fn, *args):
-    try:
-        fn(*args)
-    except nbd.Error as e:
-        print("failed as expected:", e)
-        assert e.errnum == err, ("errno", e.errnum, errno.errorcode.get(e.errnum), err)
-        return
-    raise AssertionError("%s succeeded" % fn.__name__)
+from nbd_client import fails
 
 def on_image(off, n):
     with open(IMG, "rb") as f:
