@@ -111,6 +111,8 @@ engine_start (struct device *dev)
 int
 engine_after_fork (void)
 {
+  if (log_start () == -1)
+    return -1;
   return control_start ();
 }
 

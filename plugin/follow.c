@@ -1236,7 +1236,7 @@ follow_plan_before (struct follow_plan *p, struct log_batch *lb)
     else {
       handlers_before_write (&it->w, p->conn->contexts);
       veto = it->w.result_code;
-      log_event (lb, "write", &it->w);
+      log_event (lb, &it->w);
     }
     p->decided = i + 1;
     if (veto) {
@@ -1398,7 +1398,7 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
         *(it->w.direction == FSEVENT_JOURNAL ? &vol->stats.journal_bytes
           : &vol->stats.commit_bytes) += it->w.bytes_to_write;
       handlers_after_write (&it->w, p->conn->contexts);
-      log_event (lb, "write", &it->w);
+      log_event (lb, &it->w);
     }
   }
   bool changed = status == 0 && (p->ntxns || p->new_js);

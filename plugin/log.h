@@ -9,28 +9,50 @@
 #include "fsevent.h"
 
 extern int log_open (const char *path);     /* "-" is stderr */
+/* Start the writer thread (after nbdkit's fork). */
+extern int log_start (void);
 extern void log_close (void);
 extern bool log_enabled (void);
 /* fdatasync the log (on NBD flush: acknowledged events are durable). */
 extern int log_sync (void);
 
-/* The lines of one request, formatted as its events are decided and
- * written together (log_commit) before the request is answered.
+/* One line of the log, as a request thread records it: a write event
+ * in binary (the writer thread formats it), any other event already
+ * formatted (they are rare).  Names that do not fit inline go in HEAP.
+ */
+#define LOG_NAMES_INLINE 96
+
+struct log_rec {
+  uint8_t kind;                 /* REC_WRITE, REC_TEXT, REC_LOST */
+  uint8_t phase, direction, op;
+  int32_t result;               /* 0 or an errno */
+  uint32_t ino, partition;
+  uint32_t nnames;              /* file name, then every path if > 1 */
+  uint32_t names_len;           /* bytes of the NUL-terminated names */
+  uint64_t position, length, bytes_written, connection, sequence;
+  uint64_t lost;                /* REC_LOST: lines that had no memory */
+  int64_t sec;                  /* the time of the decision */
+  uint32_t usec;
+  char *heap;                   /* REC_TEXT: the line; REC_WRITE: names
+                                   longer than the inline space */
+  char names[LOG_NAMES_INLINE];
+};
+
+/* The lines of one request, recorded as its events are decided and
+ * numbered together (log_commit) before the request is answered.
  */
 struct log_batch {
-  char small[2048];
-  char *buf;
-  size_t len, cap;
-  size_t lines;
-  bool oom;
+  struct log_rec *recs;
+  size_t n, cap;
+  uint64_t lost;                /* lines dropped for want of memory */
+  struct log_rec small[4];
 };
 
 extern void log_batch_init (struct log_batch *b);
-/* Record EV (event name NAME) as it stands now: in the before phase with
+/* Record the write event EV as it stands now: in the before phase with
  * the result all handlers decided, in the after phase with the status.
  */
-extern void log_event (struct log_batch *b, const char *name,
-                       const struct fsevent_write *ev);
+extern void log_event (struct log_batch *b, const struct fsevent_write *ev);
 extern void log_change (struct log_batch *b, const struct fsevent_change *ev);
 extern void log_lock (struct log_batch *b, const struct fsevent_lock *ev,
                       bool unlock);
@@ -41,8 +63,9 @@ extern void log_unattributed (struct log_batch *b, unsigned partition,
 extern const char *log_change_name (enum fsevent_change_kind k);
 extern const char *log_file_type (uint32_t mode);
 
-/* Number the batch's lines and write them; returns once they are in the
- * file.  Frees what the batch allocated.
+/* Number the batch's lines and queue them for the writer thread, which
+ * writes them within a few milliseconds (log_sync waits for that).
+ * Frees what the batch allocated.
  */
 extern void log_commit (struct log_batch *b);
 

@@ -381,7 +381,7 @@ handle_parts (struct conn *conn, const struct io *io, struct part *parts,
       }
       handlers_before_write (&e->ev, conn->contexts);
       veto = e->ev.result_code;
-      log_event (&lb, "write", &e->ev);
+      log_event (&lb, &e->ev);
       parts[i].decided++;
       if (veto) {
         vetoer = &parts[i];
@@ -435,7 +435,7 @@ handle_parts (struct conn *conn, const struct io *io, struct part *parts,
       ev->bytes_written = r == 0 ? ev->bytes_to_write : 0;
       ev->result_code = 0;
       handlers_after_write (ev, conn->contexts);
-      log_event (&lb, "write", ev);
+      log_event (&lb, ev);
     }
   }
   log_commit (&lb);             /* in the file before the client hears, and
