@@ -68,6 +68,7 @@ static uint64_t written_seq;    /* every seq up to here is in the file */
 static unsigned sync_waiting, space_waiting;
 static bool writer_asleep;      /* atomic: wake it after publishing */
 static bool stopping;
+static uint64_t full_waits, helped;     /* atomic: for -v at close */
 static bool writer_running;     /* atomic */
 static pthread_t writer;
 
@@ -301,6 +302,10 @@ log_close (void)
     drain ();
     pthread_mutex_unlock (&drain_lock);
   }
+  if (fd >= 0)
+    nbdkit_debug ("log: %" PRIu64 " lines; the ring was full %" PRIu64
+                  " times; requests drained it %" PRIu64 " times",
+                  next_seq - 1, full_waits, helped);
   if (own_fd)
     close (fd);
   fd = -1;
@@ -368,7 +373,9 @@ wait_for_slot (uint64_t seq)
       continue;
     }
     /* Full: drain it ourselves, unless the writer is at it. */
+    __atomic_fetch_add (&full_waits, 1, __ATOMIC_RELAXED);
     if (pthread_mutex_trylock (&drain_lock) == 0) {
+      __atomic_fetch_add (&helped, 1, __ATOMIC_RELAXED);
       drain ();
       pthread_mutex_unlock (&drain_lock);
       continue;
@@ -393,6 +400,7 @@ help_drain (uint64_t last)
 {
   if (last - __atomic_load_n (&consumed, __ATOMIC_RELAXED) > SLOTS / 2 &&
       pthread_mutex_trylock (&drain_lock) == 0) {
+    __atomic_fetch_add (&helped, 1, __ATOMIC_RELAXED);
     drain ();
     pthread_mutex_unlock (&drain_lock);
   }
