@@ -140,7 +140,7 @@ log_format (char *p, uint64_t seq, const struct log_rec *r)
     return put_str (p, r->heap);
   if (r->kind == REC_LOST) {
     p = PUTLIT (p, "\"error\":\"ENOMEM\",\"lost_events\":");
-    p = put_u64 (p, r->lost);
+    p = put_u64 (p, r->position);
     return PUTLIT (p, "}\n");
   }
 

@@ -19,6 +19,8 @@ extern int log_sync (void);
 /* One line of the log, as a request thread records it: a write event
  * in binary (the writer thread formats it), any other event already
  * formatted (they are rare).  Names that do not fit inline go in HEAP.
+ * With the ring's seq in front it takes 192 bytes, 3 cache lines; a
+ * write event with a short name fills the first 2.
  */
 #define LOG_NAMES_INLINE 96
 
@@ -29,10 +31,10 @@ struct log_rec {
   uint32_t ino, partition;
   uint32_t nnames;              /* file name, then every path if > 1 */
   uint32_t names_len;           /* bytes of the NUL-terminated names */
-  uint64_t position, length, bytes_written, connection, sequence;
-  uint64_t lost;                /* REC_LOST: lines that had no memory */
   int64_t sec;                  /* the time of the decision */
   uint32_t usec;
+  uint64_t position;            /* REC_LOST: how many lines were lost */
+  uint64_t length, bytes_written, connection, sequence;
   char *heap;                   /* REC_TEXT: the line; REC_WRITE: names
                                    longer than the inline space */
   char names[LOG_NAMES_INLINE];
