@@ -9,9 +9,11 @@
  * own formats the ring's records as JSON (log-format.c) and writes
  * them, many lines a write(2), every 2 ms.
  *
- * Why: on 2 cores at 4 KiB random writes (scripts/bench), formatting
- * on the request path and numbering under a shared lock gave 0.73 of
- * nbdkit file's throughput; this ring with a nice 19 writer, 0.84.
+ * Why, measured on 2 cores at 4 KiB random writes, QD16, against
+ * nbdkit file in the same run: formatting on the request path and
+ * numbering under a shared lock gave 0.73; this ring 0.78, and 0.80 to
+ * 0.84 with the writer at nice 19 (6 s runs).  In scripts/bench's 10 s
+ * runs, where writing back the log's own pages weighs more, 0.74 to 0.75.
  *
  * An NBD flush waits until every line numbered before it is written,
  * and syncs the log with the data.  A full ring (the file cannot keep
