@@ -26,9 +26,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -71,7 +69,9 @@ static uint64_t consumed __attribute__ ((aligned (64)));
  * is full or the writer sleeps for want of lines.
  */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t queued;   /* to the writer: lines, a flush, or stop */
+static pthread_cond_t queued = PTHREAD_COND_INITIALIZER;
+                                /* to the writer: lines, a flush, or stop;
+                                   log_start gives it the monotonic clock */
 static pthread_cond_t written = PTHREAD_COND_INITIALIZER; /* to flushes */
 static pthread_cond_t space = PTHREAD_COND_INITIALIZER;   /* to producers */
 static uint64_t written_seq;    /* every seq up to here is in the file */
@@ -129,7 +129,6 @@ log_enabled (void)
 {
   return fd >= 0;
 }
-
 
 static void
 write_all (const char *p, size_t left)
