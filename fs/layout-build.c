@@ -752,18 +752,17 @@ map_allocated_gaps (struct builder *b)
 }
 
 /* Merge runs that continue each other.  RUNS must be sorted. */
-static void
-merge_runs (struct builder *b)
+size_t
+fsev_merge_runs (struct run *runs, size_t n, uint32_t inodes_per_block)
 {
-  struct fsev_layout *L = b->L;
   size_t out = 0;
 
-  for (size_t i = 0; i < L->nruns; i++) {
-    struct run *r = &L->runs[i];
+  for (size_t i = 0; i < n; i++) {
+    struct run *r = &runs[i];
     if (out > 0) {
-      struct run *p = &L->runs[out - 1];
+      struct run *p = &runs[out - 1];
       uint64_t aux_step = p->role == FSEV_ROLE_INODE_TABLE
-        ? (uint64_t) p->len * L->inodes_per_block : p->len;
+        ? (uint64_t) p->len * inodes_per_block : p->len;
       bool owner_ok = p->owner == r->owner ||
         p->role == FSEV_ROLE_INODE_TABLE;   /* flex_bg: tables in a row */
       if (p->role == r->role && owner_ok &&
@@ -777,9 +776,16 @@ merge_runs (struct builder *b)
         continue;
       }
     }
-    L->runs[out++] = *r;
+    runs[out++] = *r;
   }
-  L->nruns = out;
+  return out;
+}
+
+static void
+merge_runs (struct builder *b)
+{
+  b->L->nruns = fsev_merge_runs (b->L->runs, b->L->nruns,
+                                 b->L->inodes_per_block);
 }
 
 /* Runs [0, N) and [N, nruns) are each sorted: merge them in order. */
@@ -822,7 +828,8 @@ finish_runs (struct builder *b)
   }
   merge_runs (b);
   size_t n = L->nruns;
-  map_allocated_gaps (b);       /* appends free runs in block order */
+  if (b->opts == NULL || !b->opts->no_allocated_gaps)
+    map_allocated_gaps (b);     /* appends free runs in block order */
   merge_sorted_tail (b, n);
   if (b->oom)
     return;
@@ -976,6 +983,9 @@ fsev_layout_build (const struct fsev_source *src,
     L->names.nlinks * sizeof *L->names.links + L->names.pool_cap +
     L->ninodes * sizeof *L->inodes;
   L->stats.build_seconds = now () - t0;
+  L->runs_cap = L->nruns;
+  L->inodes_cap = b.inodes_cap;
+  L->xattrs_cap = b.xattrs_cap;
 
   free (b.dirs);
   ext2fs_close_free (&b.fs);
@@ -1000,4 +1010,88 @@ fsev_layout_free (struct fsev_layout *L)
   free (L->jextents);
   names_free (&L->names);
   free (L);
+}
+
+/* --- One inode, one directory: what a commit-time update re-reads. --- */
+
+static int
+cmp_run_pblk (const void *a, const void *b)
+{
+  const struct run *x = a, *y = b;
+  return x->pblk < y->pblk ? -1 : x->pblk > y->pblk;
+}
+
+int
+fsev_map_one_inode (ext2_filsys fs, const struct fsev_layout *L, uint32_t ino,
+                    const void *raw, struct fsev_one_inode *out)
+{
+  struct fsev_layout S = {
+    .block_size = L->block_size, .fs_blocks = L->fs_blocks,
+    .fs_bytes = L->fs_bytes, .inode_size = L->inode_size,
+    .inodes_per_block = L->inodes_per_block,
+    .inodes_per_group = L->inodes_per_group, .root_ino = L->root_ino,
+    .first_ino = L->first_ino, .inodes_count = L->inodes_count,
+  };
+  struct builder b = {
+    .fs = fs, .L = &S, .journal_ino = L->journal_ino,
+    .jlog_end = UINT64_MAX, .jmaxlen = UINT64_MAX,
+    .max_steps = 4 * (L->fs_blocks + L->inodes_count) + 1024,
+  };
+  struct ext2_inode_large *inode = calloc (1, L->inode_size > sizeof *inode
+                                           ? L->inode_size : sizeof *inode);
+  memset (out, 0, sizeof *out);
+  if (inode == NULL)
+    return -1;
+  memcpy (inode, raw, L->inode_size);
+  /* block_iterate3 reads the inode again through libext2fs's cache,
+   * which must not hold another view's copy.
+   */
+  ext2fs_flush_icache (fs);
+  map_inode (&b, ino, (struct ext2_inode *) inode);
+  free (inode);
+  if (b.oom) {
+    free (S.runs); free (S.inodes); free (S.xattrs); free (b.dirs);
+    return -1;
+  }
+  if (S.ninodes == 1) {
+    out->in_use = true;
+    out->rec = S.inodes[0];
+    out->is_dir = b.ndirs == 1;
+  }
+  if (S.nxattrs)
+    out->xattr_blk = S.xattrs[0].pblk;
+  if (S.nruns > 1)
+    qsort (S.runs, S.nruns, sizeof *S.runs, cmp_run_pblk);
+  S.nruns = fsev_merge_runs (S.runs, S.nruns, S.inodes_per_block);
+  out->runs = S.runs;
+  out->nruns = S.nruns;
+  out->truncated = b.steps > b.max_steps;
+  free (S.inodes);
+  free (S.xattrs);
+  free (b.dirs);
+  return 0;
+}
+
+int
+fsev_dir_entries (ext2_filsys fs, const struct fsev_layout *L, uint32_t dir,
+                  struct fsev_names *out)
+{
+  struct fsev_layout S = {
+    .block_size = L->block_size, .fs_blocks = L->fs_blocks,
+    .inode_size = L->inode_size, .inodes_count = L->inodes_count,
+    .names = *out,
+  };
+  struct builder b = {
+    .fs = fs, .L = &S,
+    .max_steps = 4 * (L->fs_blocks + L->inodes_count) + 1024,
+  };
+  ext2fs_flush_icache (fs);
+  size_t nlinks = S.names.nlinks, pool = S.names.pool_len;
+  ext2fs_dir_iterate2 (fs, dir, 0, NULL, dir_cb, &b);
+  if (b.stale_dir) {
+    S.names.nlinks = nlinks;
+    S.names.pool_len = pool;
+  }
+  *out = S.names;
+  return b.oom ? -1 : 0;
 }

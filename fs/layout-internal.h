@@ -64,6 +64,8 @@ struct fsev_layout {
   struct run *runs;
   uint64_t *maxend;             /* maxend[i] = max (pblk + len) of runs[0..i] */
   size_t nruns;
+  size_t runs_cap;              /* room in runs and maxend (layout-edit.c) */
+  size_t inodes_cap, xattrs_cap;
 
   struct xattr_owner *xattrs;   /* (block, owner) pairs, sorted */
   size_t nxattrs;
@@ -83,5 +85,42 @@ struct fsev_layout {
 
   struct fsev_layout_stats stats;
 };
+
+/* --- For the commit-time update (layout-update.c). --- */
+
+#include <ext2fs/ext2fs.h>
+
+/* One inode as a fresh scan maps it: its record, its runs (sorted by
+ * block and merged as the scan merges them), its xattr block, whether
+ * the names pass reads it as a directory.
+ */
+struct fsev_one_inode {
+  bool in_use;                  /* the scan would record it */
+  bool is_dir;
+  struct fsev_inode rec;
+  uint64_t xattr_blk;           /* 0: none */
+  struct run *runs;             /* caller frees */
+  size_t nruns;
+  bool truncated;               /* hit the step bound: not exact */
+};
+
+/* Map inode INO of FS (whose raw bytes, inode_size of them, are INODE)
+ * the way fsev_layout_build does, with the geometry of L.  Returns 0,
+ * or -1 when out of memory.
+ */
+extern int fsev_map_one_inode (ext2_filsys fs, const struct fsev_layout *L,
+                               uint32_t ino, const void *inode,
+                               struct fsev_one_inode *out);
+
+/* The names directory DIR gives, the way the names pass reads them
+ * (none when its first block does not name it as "."), added to OUT
+ * (not sorted).  Returns 0, or -1 when out of memory.
+ */
+extern int fsev_dir_entries (ext2_filsys fs, const struct fsev_layout *L,
+                             uint32_t dir, struct fsev_names *out);
+
+/* Merge runs that continue each other (sorted runs, the scan's rule). */
+extern size_t fsev_merge_runs (struct run *runs, size_t n,
+                               uint32_t inodes_per_block);
 
 #endif

@@ -64,6 +64,12 @@ struct fsev_build_options {
   void (*warn) (void *opaque, const char *msg);
   void *opaque;
   unsigned max_warnings;        /* 0 means 100 */
+  /* Leave out the "free, allocated" runs (blocks in use in the bitmap
+   * that nothing claims).  The plugin's model does: they depend on
+   * every bitmap block, which a commit-time update does not re-read,
+   * and the write path treats them as free space anyway.
+   */
+  bool no_allocated_gaps;
 };
 
 struct fsev_layout_stats {

@@ -23,6 +23,7 @@ struct fsev_names {
   size_t nlinks, links_cap;
   char *pool;
   size_t pool_len, pool_cap;
+  size_t garbage;               /* pool bytes of removed links */
 };
 
 /* Make room for NLINKS links up front.  Returns 0, or -1 on out of

@@ -394,6 +394,26 @@ cmd_stats (struct cconn *c)
       reply (c, "unattributed_bytes %" PRIu64, unattributed) ||
       reply (c, "locks %" PRIu64, locks_count ()))
     return -1;
+  /* Per volume: how long commit points held its model exclusively, and
+   * how the model followed them (in place, or by a full scan).
+   */
+  for (size_t i = 0; i < volumes_count (); i++) {
+    struct volume *vol = volumes_get (i);
+    struct follow_hold h;
+    follow_lock_shared (vol);
+    follow_get_hold (vol, &h);
+    follow_unlock (vol);
+    char pfx[32] = "";
+    if (volume_partition (vol))
+      snprintf (pfx, sizeof pfx, "partition%u_", volume_partition (vol));
+    if (reply (c, "%scommits %" PRIu64, pfx, h.commits) ||
+        reply (c, "%scommits_incremental %" PRIu64, pfx, h.incremental) ||
+        reply (c, "%scommits_rescanned %" PRIu64, pfx, h.rescans) ||
+        reply (c, "%scommit_hold_p50_us %" PRIu64, pfx, h.p50_ns / 1000) ||
+        reply (c, "%scommit_hold_p99_us %" PRIu64, pfx, h.p99_ns / 1000) ||
+        reply (c, "%scommit_hold_max_us %" PRIu64, pfx, h.max_ns / 1000))
+      return -1;
+  }
   return reply (c, "OK");
 }
 

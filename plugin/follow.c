@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
@@ -32,6 +33,7 @@
 #include "jbd2.h"
 #include "locks.h"
 #include "layout-internal.h"
+#include "layout-update.h"
 #include "overlay.h"
 #include "paths.h"
 #include "pending.h"
@@ -42,9 +44,14 @@ NBDKIT_DLL_PUBLIC int fsevent_debug_check = 0;
 
 struct follow_stats {
   uint64_t transactions, vetoed, not_followed, rescans;
+  uint64_t incremental;         /* commit points updated in place */
+  uint64_t commits;             /* commit points that held the model */
   uint64_t commit_bytes, journal_bytes, unattributed_bytes;
   uint64_t check_failures;
 };
+
+/* Commit hold times kept for the percentiles (the newest ones). */
+#define HOLD_SAMPLES 16384
 
 /* One followed filesystem: a bare image, or one partition of a disk. */
 struct volume {
@@ -54,6 +61,18 @@ struct volume {
 
   pthread_rwlock_t model_lock;
   struct fsev_layout *layout;
+  /* Re-reads the committed view at commit points (layout-update.h);
+   * NULL until first needed, and again after a full scan.
+   */
+  struct fsev_updater *updater;
+  bool no_updater;              /* it cannot open: scan at every commit */
+  /* How long commit points held the model exclusively: the newest
+   * HOLD_SAMPLES, in nanoseconds.
+   */
+  struct timespec excl_since;
+  bool excl_is_commit;
+  uint64_t *hold_ns;
+  size_t nhold;
   struct fsev_overlay *overlay;
   unsigned bs;
 
@@ -181,8 +200,8 @@ scan (struct view *v, char *err, size_t errlen)
   };
   struct fsev_build_options opts = {
     .warn = build_warning, .opaque = vol, .max_warnings = 20,
+    .no_allocated_gaps = true,
   };
-  vol->stats.rescans++;
   return fsev_layout_build (&src, &opts, err, errlen);
 }
 
@@ -205,6 +224,8 @@ volume_free (struct volume *vol)
 {
   pending_free (&vol->pending);
   free (vol->named);
+  free (vol->hold_ns);
+  fsev_updater_close (vol->updater);
   fsev_overlay_free (vol->overlay);
   fsev_layout_free (vol->layout);
   pthread_rwlock_destroy (&vol->model_lock);
@@ -239,7 +260,8 @@ follow_init (struct device *dev, unsigned partition, uint64_t offset,
   vol->overlay = fsev_overlay_new (vol->bs);
   vol->named_bits = (uint64_t) L->inodes_count + 1;
   vol->named = calloc (vol->named_bits / 8 + 1, 1);
-  if (vol->overlay == NULL || vol->named == NULL) {
+  vol->hold_ns = calloc (HOLD_SAMPLES, sizeof *vol->hold_ns);
+  if (vol->overlay == NULL || vol->named == NULL || vol->hold_ns == NULL) {
     nbdkit_error ("out of memory");
     volume_free (vol);
     return NULL;
@@ -336,6 +358,12 @@ follow_fini (struct volume *vol)
 void
 follow_log_stats (struct volume *vol)
 {
+  struct follow_hold h;
+  follow_get_hold (vol, &h);
+  VDEBUG (vol, "follow: commit hold p50 %.3f ms p99 %.3f ms max %.3f ms over %"
+          PRIu64 " commits; incremental %" PRIu64 ", rescans %" PRIu64,
+          h.p50_ns / 1e6, h.p99_ns / 1e6, h.max_ns / 1e6, h.commits,
+          h.incremental, h.rescans);
   VDEBUG (vol, "follow: %" PRIu64 " transactions, %" PRIu64 " vetoed, %"
           PRIu64 " not followed, %" PRIu64 " rescans; attributed at "
           "commit %" PRIu64 " bytes, from the journal %" PRIu64
@@ -351,8 +379,66 @@ uint64_t volume_offset (const struct volume *vol) { return vol->offset; }
 uint64_t volume_length (const struct volume *vol) { return vol->length; }
 
 void follow_lock_shared (struct volume *vol) { pthread_rwlock_rdlock (&vol->model_lock); }
-void follow_lock_exclusive (struct volume *vol) { pthread_rwlock_wrlock (&vol->model_lock); }
-void follow_unlock (struct volume *vol) { pthread_rwlock_unlock (&vol->model_lock); }
+
+/* The exclusive holder notes when it got the model; at unlock, a hold
+ * that served a commit point (follow_plan_finish says so) is a sample.
+ * Only the exclusive holder writes these fields, and no shared holder
+ * exists meanwhile.
+ */
+void
+follow_lock_exclusive (struct volume *vol)
+{
+  pthread_rwlock_wrlock (&vol->model_lock);
+  clock_gettime (CLOCK_MONOTONIC, &vol->excl_since);
+  vol->excl_is_commit = false;
+}
+
+void
+follow_unlock (struct volume *vol)
+{
+  if (vol->excl_since.tv_sec || vol->excl_since.tv_nsec) {
+    /* Only ever non-zero while held exclusively. */
+    if (vol->excl_is_commit) {
+      struct timespec now;
+      clock_gettime (CLOCK_MONOTONIC, &now);
+      int64_t ns = (int64_t) (now.tv_sec - vol->excl_since.tv_sec) * 1000000000 +
+        (now.tv_nsec - vol->excl_since.tv_nsec);
+      vol->hold_ns[vol->nhold++ % HOLD_SAMPLES] = ns > 0 ? (uint64_t) ns : 0;
+      vol->stats.commits++;
+    }
+    vol->excl_since = (struct timespec) { 0 };
+  }
+  pthread_rwlock_unlock (&vol->model_lock);
+}
+
+static int
+cmp_u64 (const void *a, const void *b)
+{
+  uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+  return x < y ? -1 : x > y;
+}
+
+void
+follow_get_hold (struct volume *vol, struct follow_hold *h)
+{
+  /* Called with the model held (shared or exclusive). */
+  size_t n = vol->nhold < HOLD_SAMPLES ? vol->nhold : HOLD_SAMPLES;
+  memset (h, 0, sizeof *h);
+  h->commits = vol->stats.commits;
+  h->incremental = vol->stats.incremental;
+  h->rescans = vol->stats.rescans;
+  if (n == 0)
+    return;
+  uint64_t *v = malloc (n * sizeof *v);
+  if (v == NULL)
+    return;
+  memcpy (v, vol->hold_ns, n * sizeof *v);
+  qsort (v, n, sizeof *v, cmp_u64);
+  h->p50_ns = v[(n - 1) / 2];
+  h->p99_ns = v[(n - 1) * 99 / 100];
+  h->max_ns = v[n - 1];
+  free (v);
+}
 const struct fsev_layout *follow_layout (const struct volume *vol) { return vol->layout; }
 
 /* --- Which requests need the exclusive path. --- */
@@ -527,7 +613,11 @@ struct follow_plan {
   struct volume *vol;
   struct conn *conn;
   struct fsev_overlay *ov;      /* the next overlay, or NULL: unchanged */
-  struct fsev_layout *L;        /* the next model, or NULL: unchanged */
+  struct fsev_layout *L;        /* the next model from a full scan, or
+                                   NULL: unchanged or updated in place */
+  bool updated;                 /* the model was updated in place (UP):
+                                   a veto or a discard rolls it back */
+  struct fsev_update up;
   bool new_js;
   struct fsev_jsuper js;
   bool new_head;
@@ -559,6 +649,8 @@ free_plan (struct follow_plan *p)
 {
   if (p == NULL)
     return;
+  if (p->updated)
+    fsev_update_rollback (p->vol->layout, &p->up);
   for (size_t i = 0; i < p->n; i++) {
     free (p->items[i].names);
     free (p->items[i].file);
@@ -816,9 +908,26 @@ struct prep {
   struct jview jv;
   struct fsev_jtxn *txns;
   size_t ntxns, cap;
-  bool rescan;
+  uint64_t *blocks;             /* filesystem blocks whose committed
+                                   content may change here */
+  size_t nblocks, blocks_cap;
+  bool meta_changed;            /* metadata written outside the journal */
+  bool rescan;                  /* a change only a full scan follows */
   bool oom;
 };
+
+static void
+add_blocks (struct prep *pr, uint64_t first, uint64_t n)
+{
+  for (uint64_t b = first; b < first + n; b++) {
+    if (fsev_grow ((void **) &pr->blocks, &pr->blocks_cap, pr->nblocks + 1,
+                   sizeof *pr->blocks) == -1) {
+      pr->oom = true;
+      return;
+    }
+    pr->blocks[pr->nblocks++] = b;
+  }
+}
 
 static struct fsev_overlay *
 next_overlay (struct follow_plan *p)
@@ -862,8 +971,12 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
   const struct io *io = pr->io;
 
   if (is_metadata (seg->role)) {
-    if (changes_metadata (vol, io, seg))
-      pr->rescan = true;
+    if (changes_metadata (vol, io, seg)) {
+      pr->meta_changed = true;
+      add_blocks (pr, seg->offset / vol->bs,
+                  (seg->offset + seg->length + vol->bs - 1) / vol->bs -
+                  seg->offset / vol->bs);
+    }
     return 0;
   }
   if (seg->role != FSEV_ROLE_JOURNAL || !vol->journalled ||
@@ -887,6 +1000,10 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
         if (x.differs)
           pr->rescan = true;
       }
+      /* The journal's areas are part of the model. */
+      if (nj.maxlen != vol->js.maxlen || nj.first != vol->js.first ||
+          nj.log_end != vol->js.log_end)
+        pr->rescan = true;
       p->new_js = true;
       p->js = nj;
       if (nj.start == 0)
@@ -933,6 +1050,11 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
       return -1;
     }
     pr->txns[pr->ntxns++] = txn;
+    for (size_t k = 0; k < txn.ntags; k++)
+      if (txn.tags[k].csum_ok)
+        add_blocks (pr, txn.tags[k].fsblk, 1);
+    for (size_t k = 0; k < txn.nrevoked; k++)
+      add_blocks (pr, txn.revoked[k], 1);
     p->new_head = true;
     p->head = txn.next;
     p->head_seq = seq + 1;
@@ -969,49 +1091,94 @@ follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
   if (pr.oom || p->oom)
     goto oom;
 
-  if (pr.ntxns || pr.rescan) {
-    char msg[256];
+  /* The next model: updated in place from what changed, or (when the
+   * update cannot follow the change) scanned.  A and B are what the
+   * diff compares: the touched inodes before and after, or the whole
+   * models; NEXT is the whole next model, for lookups.
+   */
+  const struct fsev_layout *A = NULL, *B = NULL, *next = NULL;
+  if (pr.ntxns || pr.meta_changed || pr.rescan) {
+    char msg[256] = "";
+    struct view oldv = { .vol = vol, .ov = vol->overlay };
     struct view cv = { .vol = vol, .io = io,
                        .ov = p->ov ? p->ov : vol->overlay };
-    p->L = scan (&cv, msg, sizeof msg);
-    if (p->L == NULL)
-      VDEBUG (vol, "the committed view no longer holds a filesystem we can "
-              "map (%s): the model stays as it was", msg);
+    uint64_t size = fsev_layout_fs_bytes (vol->layout);
+    struct fsev_source src_old = { .read = committed_read, .opaque = &oldv, .size = size };
+    struct fsev_source src_new = { .read = committed_read, .opaque = &cv, .size = size };
+    if (!pr.rescan && vol->updater == NULL && !vol->no_updater) {
+      vol->updater = fsev_updater_open (vol->layout, &src_old, msg, sizeof msg);
+      if (vol->updater == NULL) {
+        vol->no_updater = true;
+        VDEBUG (vol, "commits are followed by full scans: %s", msg);
+      }
+    }
+    if (!pr.rescan && vol->updater) {
+      switch (fsev_update (vol->layout, vol->updater, &src_old, &src_new,
+                           pr.blocks, pr.nblocks, &p->up, msg, sizeof msg)) {
+      case FSEV_UPDATE_DONE:
+        p->updated = true;
+        A = p->up.before;
+        B = p->up.after;
+        next = vol->layout;
+        break;
+      case FSEV_UPDATE_NOMEM:
+        goto oom;
+      case FSEV_UPDATE_RESCAN:
+        pr.rescan = true;
+        VDEBUG (vol, "commit: %s: full scan", msg);
+        break;
+      }
+    }
+    else if (pr.meta_changed || pr.ntxns)
+      pr.rescan = true;
+    if (pr.rescan) {
+      vol->stats.rescans++;
+      p->L = scan (&cv, msg, sizeof msg);
+      if (p->L == NULL)
+        VDEBUG (vol, "the committed view no longer holds a filesystem we can "
+                "map (%s): the model stays as it was", msg);
+      else {
+        A = vol->layout;
+        B = next = p->L;
+      }
+    }
   }
-  if (p->L) {
+  if (next) {
     /* Namespace changes. */
     struct fsev_change *ch;
-    ssize_t nch = fsev_diff (vol->layout, p->L, was_named, vol, &ch);
+    ssize_t nch = fsev_diff (A, B, was_named, vol, &ch);
     if (nch < 0)
       goto oom;
     ssize_t i = 0;
     for (; i < nch && (ch[i].reused || fsev_change_rank (ch[i].kind) < 4); i++)
-      add_change (p, vol->layout, p->L, &ch[i]);
+      add_change (p, A, B, &ch[i]);
     /* New data: pending bytes the new model gives to files. */
     pthread_mutex_lock (&vol->pending_lock);
     pending_normalise (&vol->pending);
-    struct sift s = { p, p->L };
+    struct sift s = { p, next };
     for (size_t k = 0; k < vol->pending.n && !p->oom; k++)
-      fsev_layout_lookup (p->L, vol->pending.v[k].offset, vol->pending.v[k].length,
+      fsev_layout_lookup (next, vol->pending.v[k].offset, vol->pending.v[k].length,
                           sift_segment, &s);
     pthread_mutex_unlock (&vol->pending_lock);
     p->have_kept = true;
     /* Logged data (data=journal). */
-    struct jdata jd = { p, p->L };
+    struct jdata jd = { p, next };
     for (size_t t = 0; t < pr.ntxns; t++)
       for (size_t k = 0; k < pr.txns[t].ntags; k++) {
         const struct fsev_jtag *tag = &pr.txns[t].tags[k];
-        if (tag->csum_ok && tag->fsblk < p->L->fs_blocks)
-          fsev_layout_lookup (p->L, tag->fsblk * vol->bs, vol->bs, jdata_segment, &jd);
+        if (tag->csum_ok && tag->fsblk < next->fs_blocks)
+          fsev_layout_lookup (next, tag->fsblk * vol->bs, vol->bs, jdata_segment, &jd);
       }
     for (; i < nch; i++)
-      add_change (p, vol->layout, p->L, &ch[i]);
+      add_change (p, A, B, &ch[i]);
     free (ch);
   }
   for (size_t t = 0; t < pr.ntxns; t++)
     fsev_jtxn_free (&pr.txns[t]);
   free (pr.txns);
   pr.txns = NULL;
+  free (pr.blocks);
+  pr.blocks = NULL;
   if (p->oom)
     goto oom;
 
@@ -1043,6 +1210,7 @@ follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
   for (size_t t = 0; t < pr.ntxns; t++)
     fsev_jtxn_free (&pr.txns[t]);
   free (pr.txns);
+  free (pr.blocks);
   free_plan (p);
   nbdkit_error ("out of memory while following the journal");
   *err = ENOMEM;
@@ -1251,6 +1419,104 @@ follow_plan_before (struct follow_plan *p, struct log_batch *lb)
   return 0;
 }
 
+/* The names of INO in L, sorted, as one comparable string. */
+static char *
+names_key (const struct fsev_layout *L, uint32_t ino, size_t *len)
+{
+  unsigned n = fsev_layout_names (L, ino, NULL, 0);
+  struct fsev_name *v = calloc (n ? n : 1, sizeof *v);
+  char *out = NULL;
+  size_t cap = 0;
+  *len = 0;
+  if (v == NULL)
+    return NULL;
+  fsev_layout_names (L, ino, v, n);
+  /* Order-free: a name set, not the order links were found in. */
+  for (unsigned i = 1; i < n; i++)
+    for (unsigned j = i; j > 0; j--) {
+      struct fsev_name *x = &v[j - 1], *y = &v[j];
+      size_t m = x->len < y->len ? x->len : y->len;
+      int c = x->parent != y->parent ? (x->parent < y->parent ? -1 : 1)
+        : memcmp (x->name, y->name, m) ? memcmp (x->name, y->name, m)
+        : (x->len > y->len) - (x->len < y->len);
+      if (c <= 0)
+        break;
+      struct fsev_name t = *x; *x = *y; *y = t;
+    }
+  for (unsigned i = 0; i < n; i++) {
+    if (fsev_grow ((void **) &out, &cap, *len + v[i].len + 16, 1) == -1) {
+      free (out);
+      free (v);
+      return NULL;
+    }
+    *len += (size_t) snprintf (out + *len, 16, "%u/", v[i].parent);
+    memcpy (out + *len, v[i].name, v[i].len);
+    *len += v[i].len;
+    out[(*len)++] = 0;
+  }
+  free (v);
+  return out ? out : strdup ("");
+}
+
+/* What differs between the model M and a fresh scan F, field by field,
+ * or NULL.
+ */
+static const char *
+model_differs (struct volume *vol, const struct fsev_layout *M,
+               const struct fsev_layout *F)
+{
+  static __thread char msg[256];
+  if (M->nruns != F->nruns)
+    return "the model's block runs differ from a fresh scan's (count)";
+  for (size_t i = 0; i < M->nruns; i++)
+    if (memcmp (&M->runs[i], &F->runs[i], sizeof M->runs[i]) != 0 ||
+        M->maxend[i] != F->maxend[i]) {
+      snprintf (msg, sizeof msg, "run %zu differs from a fresh scan's: block "
+                "%" PRIu64 "+%" PRIu32 " role %u owner %" PRIu32 " vs block %"
+                PRIu64 "+%" PRIu32 " role %u owner %" PRIu32, i,
+                M->runs[i].pblk, M->runs[i].len, M->runs[i].role,
+                M->runs[i].owner, F->runs[i].pblk, F->runs[i].len,
+                F->runs[i].role, F->runs[i].owner);
+      return msg;
+    }
+  if (M->ninodes != F->ninodes)
+    return "the model's inodes in use differ from a fresh scan's (count)";
+  for (size_t i = 0; i < M->ninodes; i++)
+    if (memcmp (&M->inodes[i], &F->inodes[i], sizeof M->inodes[i]) != 0) {
+      snprintf (msg, sizeof msg, "inode %" PRIu32 " differs from a fresh "
+                "scan's", M->inodes[i].ino);
+      return msg;
+    }
+  if (M->nxattrs != F->nxattrs ||
+      (M->nxattrs && memcmp (M->xattrs, F->xattrs,
+                             M->nxattrs * sizeof *M->xattrs) != 0))
+    return "the model's xattr block owners differ from a fresh scan's";
+  if (M->names.nlinks != F->names.nlinks)
+    return "the model's names differ from a fresh scan's (count)";
+  for (size_t i = 0; i < F->names.nlinks; i++) {
+    uint32_t ino = F->names.links[i].child;
+    if (i && F->names.links[i - 1].child == ino)
+      continue;
+    size_t la, lb;
+    char *a = names_key (M, ino, &la), *b = names_key (F, ino, &lb);
+    bool same = a && b && la == lb && memcmp (a, b, la) == 0;
+    free (a);
+    free (b);
+    if (!same) {
+      snprintf (msg, sizeof msg, "the names of inode %" PRIu32 " differ from "
+                "a fresh scan's", ino);
+      return msg;
+    }
+  }
+  struct fsev_change *ch;
+  ssize_t n = fsev_diff (M, F, was_named, vol, &ch);
+  if (n > 0)
+    free (ch);
+  if (n != 0)
+    return "the model differs from a fresh scan (namespace diff)";
+  return NULL;
+}
+
 /* -D fsevent.check=1: the overlay against a fresh replay of the
  * journal from its tail, and the model against a fresh scan.
  */
@@ -1294,16 +1560,7 @@ check_model (struct volume *vol)
     if (L2 == NULL)
       what = "the committed view does not scan";
     else {
-      struct fsev_change *ch;
-      ssize_t n = fsev_diff (vol->layout, L2, was_named, vol, &ch);
-      size_t nr, nr2;
-      fsev_layout_inodes (vol->layout, &nr);
-      fsev_layout_inodes (L2, &nr2);
-      if (n != 0 || nr != nr2 || vol->layout->nruns != L2->nruns ||
-          memcmp (vol->layout->runs, L2->runs, vol->layout->nruns * sizeof *vol->layout->runs))
-        what = "the model differs from a fresh scan";
-      if (n > 0)
-        free (ch);
+      what = model_differs (vol, vol->layout, L2);
       fsev_layout_free (L2);
     }
   }
@@ -1324,6 +1581,16 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
   if (p == NULL)
     return;
   struct volume *vol = p->vol;
+  bool model_changed = p->updated || p->L;
+  vol->excl_is_commit |= p->ntxns || model_changed;
+  if (status == 0 && p->updated) {
+    /* The in-place edits stand. */
+    fsev_update_release (&p->up);
+    p->updated = false;
+    vol->stats.incremental++;
+    if (fsev_edit_compact_names (vol->layout) == -1)
+      nbdkit_debug ("out of memory compacting names (retried later)");
+  }
   if (status == 0) {
     if (p->ov) {
       fsev_overlay_free (vol->overlay);
@@ -1334,6 +1601,12 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
       fsev_layout_free (vol->layout);
       vol->layout = p->L;
       p->L = NULL;
+      /* A new geometry may come with a scan: re-open the updater. */
+      fsev_updater_close (vol->updater);
+      vol->updater = NULL;
+      vol->no_updater = false;
+    }
+    {
       /* Announced names: created, linked or renamed to; forgotten when
        * the inode is freed.
        */
@@ -1401,7 +1674,7 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
       log_event (lb, &it->w);
     }
   }
-  bool changed = status == 0 && (p->ntxns || p->new_js);
+  bool changed = status == 0 && (p->ntxns || p->new_js || model_changed);
   free_plan (p);
   if (changed && fsevent_debug_check)
     check_model (vol);

@@ -119,4 +119,14 @@ extern void follow_pending_drop (struct volume *vol, uint64_t offset,
 
 extern void follow_log_stats (struct volume *vol);
 
+/* How long commit points held the model exclusively (the newest 16384
+ * of them), and how their models were updated: in place, or by a full
+ * scan.  Call with the model held.
+ */
+struct follow_hold {
+  uint64_t p50_ns, p99_ns, max_ns;
+  uint64_t commits, incremental, rescans;
+};
+extern void follow_get_hold (struct volume *vol, struct follow_hold *h);
+
 #endif

@@ -147,7 +147,8 @@ follow_one (struct device *dev, unsigned partition, uint64_t offset,
                   fsinfo.needs_recovery ? ", needs recovery (replayed into "
                   "the committed view, never into the image)" : "");
 
-  struct fsev_build_options opts = { .warn = layout_warning, .opaque = name };
+  struct fsev_build_options opts = { .warn = layout_warning, .opaque = name,
+                                     .no_allocated_gaps = true };
   struct fsev_layout *layout = fsev_layout_build (&src, &opts, err, sizeof err);
   if (layout == NULL) {
     if (strict) {

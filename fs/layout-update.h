@@ -1,0 +1,75 @@
+/* fs/layout-update.h: update the layout model from what one commit
+ * changed, instead of rescanning the filesystem.
+ *
+ * The caller names the filesystem blocks whose committed content may
+ * have changed (a transaction's tags and revokes, or the metadata
+ * blocks a write outside the journal changed) and gives two views of
+ * the filesystem: before and after.  The update reads only what those
+ * blocks lead to: the inodes in a changed inode-table block or whose
+ * bitmap bit flipped, the owners of changed tree blocks, the
+ * directories with a changed block, and re-maps each the way a fresh
+ * scan would.  It edits the model in place (layout-edit.h), so a veto
+ * can roll it back, and hands fsev_diff two small models of the
+ * touched inodes (layout-subset.h) so events come from the same delta.
+ *
+ * A change it cannot follow (the superblock's or a descriptor's
+ * geometry, the journal or resize inode, blocks with several owners, a
+ * model that does not match what it re-reads) is answered with
+ * FSEV_UPDATE_RESCAN and a reason: the caller then scans, as at
+ * start-up.
+ */
+#ifndef FSEVENT_LAYOUT_UPDATE_H
+#define FSEVENT_LAYOUT_UPDATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layout.h"
+#include "layout-edit.h"
+#include "source.h"
+
+/* What re-reads the filesystem: a libext2fs handle opened once (per
+ * geometry) over a view the update switches between.
+ */
+struct fsev_updater;
+
+/* Open over VIEW (the committed view now).  NULL with ERR set when the
+ * filesystem cannot be opened or its bitmaps cannot be read (then every
+ * commit needs a scan).
+ */
+extern struct fsev_updater *fsev_updater_open (const struct fsev_layout *L,
+                                               const struct fsev_source *view,
+                                               char *err, size_t errlen);
+extern void fsev_updater_close (struct fsev_updater *u);
+
+struct fsev_update {
+  struct fsev_undo undo;        /* the edits made to the model */
+  struct fsev_layout *before;   /* the touched inodes before */
+  struct fsev_layout *after;    /* and after */
+  size_t blocks;                /* changed blocks looked at */
+  size_t inodes;                /* inodes re-mapped */
+  size_t dirs;                  /* directories re-read */
+};
+
+enum fsev_update_result {
+  FSEV_UPDATE_DONE,             /* L updated; UP holds the delta */
+  FSEV_UPDATE_RESCAN,           /* L unchanged; WHY says why */
+  FSEV_UPDATE_NOMEM,            /* L unchanged */
+};
+
+/* Update L for BLOCKS (filesystem block numbers, any order, repeats
+ * fine) changing from OLD_VIEW to NEW_VIEW.
+ */
+extern enum fsev_update_result
+fsev_update (struct fsev_layout *L, struct fsev_updater *u,
+             const struct fsev_source *old_view,
+             const struct fsev_source *new_view,
+             const uint64_t *blocks, size_t nblocks,
+             struct fsev_update *up, char *why, size_t whylen);
+
+/* Roll the edits back (a veto) and free UP. */
+extern void fsev_update_rollback (struct fsev_layout *L, struct fsev_update *up);
+/* Keep the edits and free UP. */
+extern void fsev_update_release (struct fsev_update *up);
+
+#endif
