@@ -579,6 +579,8 @@ def cmd_check(a):
         gone = False
         for later in evs[i + 1:]:
             f0 = later.get("file") or ""
+            if not f0:
+                continue
             if later["event"] in ("unlink", "delete") and (p == f0 or p.startswith(f0 + "/")):
                 gone = True
                 break
