@@ -23,7 +23,7 @@
 #
 # Environment:
 #   SEED=N        replay one seed (default: a new one, printed)
-#   OPS=N         operations per variant (default 3000)
+#   OPS=N         operations per variant (default 2500)
 #   RANDOM_VARIANTS="ext4 ext3"   run only these variants
 #   MIN_CHECKS=N  "model check passed" lines wanted per variant (200)
 #   KEEP=1        keep a failing variant's artefacts (printed at the end)
@@ -46,7 +46,7 @@ helper="$top_srcdir/tests/follow_random.py"
 [ -f "$helper" ] || fail "missing $helper"
 
 seed="${SEED:-$(( $(date +%s%N) % 1000000007 ))}"
-ops="${OPS:-3000}"
+ops="${OPS:-2500}"
 min_checks="${MIN_CHECKS:-200}"
 variants="${RANDOM_VARIANTS:-ext4 ext3 ext4-data=journal}"
 echo "seed: $seed (replay with SEED=$seed), $ops operations per variant"
