@@ -205,6 +205,9 @@ engine_trim (struct conn *c, uint32_t count, uint64_t offset, uint32_t flags)
 int
 engine_flush (struct conn *c)
 {
+  /* ext2: the metadata held since the last flush is decided now. */
+  if (volumes_any_held () && writes_commit_epochs (c) == -1)
+    return -1;
   if (log_sync () == -1)
     return -1;
   return device->flush (device);

@@ -23,6 +23,7 @@
 
 #include "device.h"
 #include "engine.h"
+#include "volumes.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -264,7 +265,10 @@ static int
 fsevent_pread (nbdkit_next *next, void *handle, void *buf, uint32_t count,
                uint64_t offset, uint32_t flags, int *err)
 {
-  return below->pread (below, buf, count, offset, flags, err);
+  if (below->pread (below, buf, count, offset, flags, err) == -1)
+    return -1;
+  volumes_patch_read (buf, count, offset);    /* ext2: held metadata */
+  return 0;
 }
 
 static int

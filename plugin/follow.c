@@ -28,6 +28,7 @@
 
 #include "diff.h"
 #include "device.h"
+#include "epoch.h"
 #include "follow.h"
 #include "handlers.h"
 #include "jbd2.h"
@@ -86,6 +87,15 @@ struct volume {
   pthread_mutex_t pending_lock;
   struct pending pending;       /* filesystem offsets */
 
+  /* ext2 (no journal followed): metadata written since the guest's
+   * last flush, decided at the next (epoch.h).  Changed only with the
+   * model held exclusively and EPOCH_LOCK; client reads take only the
+   * lock.  HELD mirrors epoch.n for a lock-free "nothing held" test.
+   */
+  struct epoch epoch;
+  pthread_mutex_t epoch_lock;
+  size_t held;
+
   /* Inodes that have had a name announced (present at start-up, or
    * created, linked or renamed to since): one that gets a name again is
    * linked, not created (ext2 writes a rename's two directory entries at
@@ -121,6 +131,7 @@ struct view {
   struct volume *vol;
   const struct io *io;          /* a request not yet in the image, or NULL */
   const struct fsev_overlay *ov;/* NULL: the raw image (and request) */
+  bool with_epoch;              /* ext2: the held metadata on top */
 };
 
 /* The image with the request's bytes on top. */
@@ -130,6 +141,8 @@ raw_read (void *opaque, void *buf, size_t count, uint64_t offset)
   const struct view *v = opaque;
   if (device_read (v->vol->dev, buf, count, v->vol->offset + offset) == -1)
     return -1;
+  if (v->with_epoch)
+    epoch_patch (&v->vol->epoch, buf, count, offset);
   const struct io *io = v->io;
   if (io) {
     uint64_t from = io->offset > offset ? io->offset : offset;
@@ -230,6 +243,8 @@ volume_free (struct volume *vol)
   fsev_layout_free (vol->layout);
   pthread_rwlock_destroy (&vol->model_lock);
   pthread_mutex_destroy (&vol->pending_lock);
+  epoch_clear (&vol->epoch);
+  pthread_mutex_destroy (&vol->epoch_lock);
   free (vol);
 }
 
@@ -257,6 +272,8 @@ follow_init (struct device *dev, unsigned partition, uint64_t offset,
   pthread_rwlock_init (&vol->model_lock, &attr);
   pthread_rwlockattr_destroy (&attr);
   pthread_mutex_init (&vol->pending_lock, NULL);
+  pthread_mutex_init (&vol->epoch_lock, NULL);
+  epoch_init (&vol->epoch, vol->bs);
   vol->overlay = fsev_overlay_new (vol->bs);
   vol->named_bits = (uint64_t) L->inodes_count + 1;
   vol->named = calloc (vol->named_bits / 8 + 1, 1);
@@ -497,6 +514,18 @@ changes_metadata (struct volume *vol, const struct io *io,
   return false;
 }
 
+/* Does the epoch hold any block of [OFFSET, OFFSET+LEN)?  (Model held.) */
+static bool
+epoch_touches (const struct volume *vol, uint64_t offset, uint64_t len)
+{
+  if (vol->epoch.n == 0 || len == 0)
+    return false;
+  for (uint64_t b = offset / vol->bs; b <= (offset + len - 1) / vol->bs; b++)
+    if (epoch_get (&vol->epoch, b))
+      return true;
+  return false;
+}
+
 /* Is there a commit block among IO's whole blocks in SEG? */
 static bool
 has_commit_block (const struct volume *vol, const struct io *io,
@@ -527,7 +556,8 @@ follow_segment_needs_exclusive (struct volume *vol, const struct io *io,
       has_commit_block (vol, io, seg);
   }
   if (is_metadata (seg->role))
-    return changes_metadata (vol, io, seg);
+    return changes_metadata (vol, io, seg) ||
+      (!vol->journalled && epoch_touches (vol, seg->offset, seg->length));
   return false;
 }
 
@@ -618,6 +648,11 @@ struct follow_plan {
   bool updated;                 /* the model was updated in place (UP):
                                    a veto or a discard rolls it back */
   struct fsev_update up;
+  /* ext2: the metadata blocks this request holds back in the epoch
+   * instead of writing them home (sorted, whole blocks, owned).
+   */
+  struct epoch_block *held;
+  size_t nheld;
   bool new_js;
   struct fsev_jsuper js;
   bool new_head;
@@ -651,6 +686,9 @@ free_plan (struct follow_plan *p)
     return;
   if (p->updated)
     fsev_update_rollback (p->vol->layout, &p->up);
+  for (size_t i = 0; i < p->nheld; i++)
+    free (p->held[i].data);
+  free (p->held);
   for (size_t i = 0; i < p->n; i++) {
     free (p->items[i].names);
     free (p->items[i].file);
@@ -971,7 +1009,8 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
   const struct io *io = pr->io;
 
   if (is_metadata (seg->role)) {
-    if (changes_metadata (vol, io, seg)) {
+    if (changes_metadata (vol, io, seg) ||
+        (!vol->journalled && epoch_touches (vol, seg->offset, seg->length))) {
       pr->meta_changed = true;
       add_blocks (pr, seg->offset / vol->bs,
                   (seg->offset + seg->length + vol->bs - 1) / vol->bs -
@@ -1064,6 +1103,160 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
   return 0;
 }
 
+/* Decide a commit point: the model for the view CV (from OLDV, the
+ * committed view now, through the blocks PR names), and the events the
+ * change carries, in P.  0 or an errno.
+ */
+static int
+decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
+        struct view *cv)
+{
+  struct volume *vol = p->vol;
+  /* The next model: updated in place from what changed, or (when the
+   * update cannot follow the change) scanned.  A and B are what the
+   * diff compares: the touched inodes before and after, or the whole
+   * models; NEXT is the whole next model, for lookups.
+   */
+  const struct fsev_layout *A = NULL, *B = NULL, *next = NULL;
+  if (pr->ntxns || pr->meta_changed || pr->rescan) {
+    char msg[256] = "";
+    uint64_t size = fsev_layout_fs_bytes (vol->layout);
+    struct fsev_source src_old = { .read = committed_read, .opaque = oldv, .size = size };
+    struct fsev_source src_new = { .read = committed_read, .opaque = cv, .size = size };
+    if (!pr->rescan && vol->updater == NULL && !vol->no_updater) {
+      vol->updater = fsev_updater_open (vol->layout, &src_old, msg, sizeof msg);
+      if (vol->updater == NULL) {
+        vol->no_updater = true;
+        VDEBUG (vol, "commits are followed by full scans: %s", msg);
+      }
+    }
+    if (!pr->rescan && vol->updater) {
+      switch (fsev_update (vol->layout, vol->updater, &src_old, &src_new,
+                           pr->blocks, pr->nblocks, &p->up, msg, sizeof msg)) {
+      case FSEV_UPDATE_DONE:
+        p->updated = true;
+        A = p->up.before;
+        B = p->up.after;
+        next = vol->layout;
+        break;
+      case FSEV_UPDATE_NOMEM:
+        return ENOMEM;
+      case FSEV_UPDATE_RESCAN:
+        pr->rescan = true;
+        VDEBUG (vol, "commit: %s: full scan", msg);
+        break;
+      }
+    }
+    else if (pr->meta_changed || pr->ntxns)
+      pr->rescan = true;
+    if (pr->rescan) {
+      vol->stats.rescans++;
+      p->L = scan (cv, msg, sizeof msg);
+      if (p->L == NULL)
+        VDEBUG (vol, "the committed view no longer holds a filesystem we can "
+                "map (%s): the model stays as it was", msg);
+      else {
+        A = vol->layout;
+        B = next = p->L;
+      }
+    }
+  }
+  if (next) {
+    /* Namespace changes. */
+    struct fsev_change *ch;
+    ssize_t nch = fsev_diff (A, B, was_named, vol, &ch);
+    if (nch < 0)
+      return ENOMEM;
+    ssize_t i = 0;
+    for (; i < nch && (ch[i].reused || fsev_change_rank (ch[i].kind) < 4); i++)
+      add_change (p, A, B, &ch[i]);
+    /* New data: pending bytes the new model gives to files. */
+    pthread_mutex_lock (&vol->pending_lock);
+    pending_normalise (&vol->pending);
+    struct sift s = { p, next };
+    for (size_t k = 0; k < vol->pending.n && !p->oom; k++)
+      fsev_layout_lookup (next, vol->pending.v[k].offset, vol->pending.v[k].length,
+                          sift_segment, &s);
+    pthread_mutex_unlock (&vol->pending_lock);
+    p->have_kept = true;
+    /* Logged data (data=journal). */
+    struct jdata jd = { p, next };
+    for (size_t t = 0; t < pr->ntxns; t++)
+      for (size_t k = 0; k < pr->txns[t].ntags; k++) {
+        const struct fsev_jtag *tag = &pr->txns[t].tags[k];
+        if (tag->csum_ok && tag->fsblk < next->fs_blocks)
+          fsev_layout_lookup (next, tag->fsblk * vol->bs, vol->bs, jdata_segment, &jd);
+      }
+    for (; i < nch; i++)
+      add_change (p, A, B, &ch[i]);
+    free (ch);
+  }
+  if (p->oom)
+    return ENOMEM;
+
+  /* Handlers that read data get the bytes: read back from the image
+   * (pending data is there already) or from the journal's copies.
+   */
+  if (handlers_want_data ()) {
+    for (size_t k = 0; k < p->n; k++) {
+      struct item *it = &p->items[k];
+      if (it->is_change || it->w.bytes_to_write > (64u << 20))
+        continue;               /* huge ranges: no buffer (documented) */
+      it->data = malloc (it->w.bytes_to_write ? it->w.bytes_to_write : 1);
+      if (it->data == NULL)
+        return ENOMEM;
+      if (committed_read (cv, it->data, it->w.bytes_to_write,
+                          it->w.device_offset - vol->offset) == -1)
+        return EIO;
+      it->w.buffer = it->data;
+    }
+  }
+  return 0;
+}
+
+/* ext2: hold the metadata blocks of IO that PR found back in the epoch
+ * (their content: the held copy or the image, with IO on top).  The
+ * epoch's room is made here, so taking them in after the I/O cannot
+ * fail.  0 or an errno.
+ */
+static int
+hold (struct follow_plan *p, struct prep *pr, const struct io *io)
+{
+  struct volume *vol = p->vol;
+  struct view img = { .vol = vol };
+  for (size_t i = 0; i < pr->nblocks; i++) {
+    uint64_t b = pr->blocks[i];
+    if (p->nheld && p->held[p->nheld - 1].fsblk >= b)
+      continue;                 /* blocks come in order, maybe twice */
+    size_t cap = p->nheld;
+    if (fsev_grow ((void **) &p->held, &cap, p->nheld + 1, sizeof *p->held) == -1)
+      return ENOMEM;
+    unsigned char *data = malloc (vol->bs);
+    if (data == NULL)
+      return ENOMEM;
+    const unsigned char *cur = epoch_get (&vol->epoch, b);
+    if (cur)
+      memcpy (data, cur, vol->bs);
+    else if (raw_read (&img, data, vol->bs, b * vol->bs) == -1) {
+      free (data);
+      return EIO;
+    }
+    uint64_t from = b * vol->bs > io->offset ? b * vol->bs : io->offset;
+    uint64_t to = (b + 1) * vol->bs < io->offset + io->count
+      ? (b + 1) * vol->bs : io->offset + io->count;
+    if (from < to)
+      new_bytes (io, data + (from - b * vol->bs), from, to - from);
+    p->held[p->nheld++] = (struct epoch_block) { .fsblk = b, .data = data };
+  }
+  /* Room for all of them in the epoch now. */
+  size_t cap = vol->epoch.cap;
+  if (fsev_grow ((void **) &vol->epoch.v, &cap, vol->epoch.n + p->nheld,
+                 sizeof *vol->epoch.v) == -1)
+    return ENOMEM;
+  vol->epoch.cap = cap;
+  return 0;
+}
+
 struct follow_plan *
 follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
                 int *err)
@@ -1091,118 +1284,25 @@ follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
   if (pr.oom || p->oom)
     goto oom;
 
-  /* The next model: updated in place from what changed, or (when the
-   * update cannot follow the change) scanned.  A and B are what the
-   * diff compares: the touched inodes before and after, or the whole
-   * models; NEXT is the whole next model, for lookups.
-   */
-  const struct fsev_layout *A = NULL, *B = NULL, *next = NULL;
-  if (pr.ntxns || pr.meta_changed || pr.rescan) {
-    char msg[256] = "";
+  int e;
+  if (!vol->journalled && pr.meta_changed)
+    e = hold (p, &pr, io);      /* decided at the guest's flush */
+  else {
     struct view oldv = { .vol = vol, .ov = vol->overlay };
     struct view cv = { .vol = vol, .io = io,
                        .ov = p->ov ? p->ov : vol->overlay };
-    uint64_t size = fsev_layout_fs_bytes (vol->layout);
-    struct fsev_source src_old = { .read = committed_read, .opaque = &oldv, .size = size };
-    struct fsev_source src_new = { .read = committed_read, .opaque = &cv, .size = size };
-    if (!pr.rescan && vol->updater == NULL && !vol->no_updater) {
-      vol->updater = fsev_updater_open (vol->layout, &src_old, msg, sizeof msg);
-      if (vol->updater == NULL) {
-        vol->no_updater = true;
-        VDEBUG (vol, "commits are followed by full scans: %s", msg);
-      }
-    }
-    if (!pr.rescan && vol->updater) {
-      switch (fsev_update (vol->layout, vol->updater, &src_old, &src_new,
-                           pr.blocks, pr.nblocks, &p->up, msg, sizeof msg)) {
-      case FSEV_UPDATE_DONE:
-        p->updated = true;
-        A = p->up.before;
-        B = p->up.after;
-        next = vol->layout;
-        break;
-      case FSEV_UPDATE_NOMEM:
-        goto oom;
-      case FSEV_UPDATE_RESCAN:
-        pr.rescan = true;
-        VDEBUG (vol, "commit: %s: full scan", msg);
-        break;
-      }
-    }
-    else if (pr.meta_changed || pr.ntxns)
-      pr.rescan = true;
-    if (pr.rescan) {
-      vol->stats.rescans++;
-      p->L = scan (&cv, msg, sizeof msg);
-      if (p->L == NULL)
-        VDEBUG (vol, "the committed view no longer holds a filesystem we can "
-                "map (%s): the model stays as it was", msg);
-      else {
-        A = vol->layout;
-        B = next = p->L;
-      }
-    }
-  }
-  if (next) {
-    /* Namespace changes. */
-    struct fsev_change *ch;
-    ssize_t nch = fsev_diff (A, B, was_named, vol, &ch);
-    if (nch < 0)
-      goto oom;
-    ssize_t i = 0;
-    for (; i < nch && (ch[i].reused || fsev_change_rank (ch[i].kind) < 4); i++)
-      add_change (p, A, B, &ch[i]);
-    /* New data: pending bytes the new model gives to files. */
-    pthread_mutex_lock (&vol->pending_lock);
-    pending_normalise (&vol->pending);
-    struct sift s = { p, next };
-    for (size_t k = 0; k < vol->pending.n && !p->oom; k++)
-      fsev_layout_lookup (next, vol->pending.v[k].offset, vol->pending.v[k].length,
-                          sift_segment, &s);
-    pthread_mutex_unlock (&vol->pending_lock);
-    p->have_kept = true;
-    /* Logged data (data=journal). */
-    struct jdata jd = { p, next };
-    for (size_t t = 0; t < pr.ntxns; t++)
-      for (size_t k = 0; k < pr.txns[t].ntags; k++) {
-        const struct fsev_jtag *tag = &pr.txns[t].tags[k];
-        if (tag->csum_ok && tag->fsblk < next->fs_blocks)
-          fsev_layout_lookup (next, tag->fsblk * vol->bs, vol->bs, jdata_segment, &jd);
-      }
-    for (; i < nch; i++)
-      add_change (p, A, B, &ch[i]);
-    free (ch);
+    e = decide (p, &pr, &oldv, &cv);
   }
   for (size_t t = 0; t < pr.ntxns; t++)
     fsev_jtxn_free (&pr.txns[t]);
   free (pr.txns);
-  pr.txns = NULL;
   free (pr.blocks);
-  pr.blocks = NULL;
-  if (p->oom)
-    goto oom;
-
-  /* Handlers that read data get the bytes: read back from the image
-   * (pending data is there already) or from the journal's copies.
-   */
-  if (handlers_want_data ()) {
-    struct view cv = { .vol = vol, .io = io,
-                       .ov = p->ov ? p->ov : vol->overlay };
-    for (size_t k = 0; k < p->n; k++) {
-      struct item *it = &p->items[k];
-      if (it->is_change || it->w.bytes_to_write > (64u << 20))
-        continue;               /* huge ranges: no buffer (documented) */
-      it->data = malloc (it->w.bytes_to_write ? it->w.bytes_to_write : 1);
-      if (it->data == NULL)
-        goto oom;
-      if (committed_read (&cv, it->data, it->w.bytes_to_write,
-                          it->w.device_offset - vol->offset) == -1) {
-        *err = EIO;
-        free_plan (p);
-        return NULL;
-      }
-      it->w.buffer = it->data;
-    }
+  if (e) {
+    if (e == ENOMEM)
+      nbdkit_error ("out of memory while following the filesystem");
+    free_plan (p);
+    *err = e;
+    return NULL;
   }
   return p;
 
@@ -1215,6 +1315,128 @@ follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
   nbdkit_error ("out of memory while following the journal");
   *err = ENOMEM;
   return NULL;
+}
+
+/* --- ext2: the epoch between two guest flushes. --- */
+
+size_t
+follow_plan_held (const struct follow_plan *p, uint64_t *blocks, size_t max)
+{
+  if (p == NULL)
+    return 0;
+  for (size_t i = 0; i < p->nheld && i < max; i++)
+    blocks[i] = p->held[i].fsblk;
+  return p->nheld;
+}
+
+unsigned
+follow_block_size (const struct volume *vol)
+{
+  return vol->bs;
+}
+
+bool
+follow_epoch_full (struct volume *vol)
+{
+  return __atomic_load_n (&vol->held, __ATOMIC_ACQUIRE) >= EPOCH_MAX_BLOCKS;
+}
+
+bool
+follow_holds (struct volume *vol)
+{
+  return __atomic_load_n (&vol->held, __ATOMIC_ACQUIRE) > 0;
+}
+
+void
+follow_patch_read (struct volume *vol, void *buf, uint64_t count,
+                   uint64_t offset)
+{
+  if (__atomic_load_n (&vol->held, __ATOMIC_ACQUIRE) == 0)
+    return;
+  pthread_mutex_lock (&vol->epoch_lock);
+  epoch_patch (&vol->epoch, buf, count, offset);
+  pthread_mutex_unlock (&vol->epoch_lock);
+}
+
+int
+follow_epoch_commit (struct volume *vol, struct conn *conn)
+{
+  if (vol->journalled || __atomic_load_n (&vol->held, __ATOMIC_ACQUIRE) == 0)
+    return 0;
+  follow_lock_exclusive (vol);
+  if (vol->epoch.n == 0) {
+    follow_unlock (vol);
+    return 0;
+  }
+  struct log_batch lb;
+  log_batch_init (&lb);
+  int status = 0;
+  struct follow_plan *p = calloc (1, sizeof *p);
+  uint64_t *blocks = malloc (vol->epoch.n * sizeof *blocks);
+  if (p == NULL || blocks == NULL) {
+    free (p);
+    free (blocks);
+    follow_unlock (vol);
+    nbdkit_error ("out of memory deciding the metadata written since the "
+                  "last flush");
+    return ENOMEM;
+  }
+  for (size_t i = 0; i < vol->epoch.n; i++)
+    blocks[i] = vol->epoch.v[i].fsblk;
+  p->vol = vol;
+  p->conn = conn;
+  struct prep pr = { .p = p, .blocks = blocks, .nblocks = vol->epoch.n,
+                     .meta_changed = true };
+  struct view oldv = { .vol = vol };
+  struct view cv = { .vol = vol, .with_epoch = true };
+  int e = decide (p, &pr, &oldv, &cv);
+  free (pr.blocks);
+  if (e) {
+    /* Not decided (no memory, a read failed): refuse the flush and keep
+     * the epoch for the next one.
+     */
+    follow_plan_discard (p);
+    follow_unlock (vol);
+    return e;
+  }
+  int veto = 0;
+  uint64_t id;
+  if (veto == 0 && locks_any () && follow_plan_locked (p, &id)) {
+    /* A host tool's lock: the epoch waits for a later flush. */
+    VDEBUG (vol, "flush: the metadata held since the last flush changes "
+            "a range lock %" PRIu64 " holds: kept for the next flush", id);
+    follow_plan_discard (p);
+    follow_unlock (vol);
+    return EIO;
+  }
+  if (veto == 0)
+    veto = follow_plan_before (p, &lb);
+  if (veto == 0) {
+    /* Decided: the epoch goes home, in block order. */
+    for (size_t i = 0; i < vol->epoch.n && status == 0; i++)
+      if (vol->dev->pwrite (vol->dev, vol->epoch.v[i].data, vol->bs,
+                            vol->offset + vol->epoch.v[i].fsblk * vol->bs,
+                            false) == -1)
+        status = errno ? errno : EIO;
+  }
+  else
+    status = veto;
+  follow_plan_finish (p, &lb, status);
+  if (status == 0 || veto) {
+    /* Written home, or refused: a refused epoch is dropped, and the
+     * image keeps the last decided state (see the man page).
+     */
+    pthread_mutex_lock (&vol->epoch_lock);
+    if (veto && vol->epoch.n)
+      VDEBUG (vol, "flush: %zu metadata blocks written since the last flush "
+              "dropped (%s)", vol->epoch.n, strerror (veto));
+    epoch_clear (&vol->epoch);
+    __atomic_store_n (&vol->held, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock (&vol->epoch_lock);
+  }
+  log_commit (&lb);
+  follow_unlock (vol);
+  return status;
 }
 
 void
@@ -1581,6 +1803,19 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
   if (p == NULL)
     return;
   struct volume *vol = p->vol;
+  if (status == 0 && p->nheld) {
+    /* The request's metadata joins the epoch (room was made). */
+    pthread_mutex_lock (&vol->epoch_lock);
+    for (size_t i = 0; i < p->nheld; i++)
+      if (epoch_take (&vol->epoch, p->held[i].fsblk, p->held[i].data) == -1)
+        nbdkit_error ("out of memory holding metadata block %" PRIu64
+                      " (lost)", p->held[i].fsblk);
+    __atomic_store_n (&vol->held, vol->epoch.n, __ATOMIC_RELEASE);
+    pthread_mutex_unlock (&vol->epoch_lock);
+    free (p->held);
+    p->held = NULL;
+    p->nheld = 0;
+  }
   bool model_changed = p->updated || p->L;
   vol->excl_is_commit |= p->ntxns || model_changed;
   if (status == 0 && p->updated) {

@@ -87,6 +87,25 @@ extern int follow_plan_before (struct follow_plan *p, struct log_batch *lb);
 extern void follow_plan_finish (struct follow_plan *p, struct log_batch *lb,
                                 int status);
 
+/* ext2 (no journal followed): a request's metadata blocks are held in
+ * the volume's epoch until the guest's next flush instead of going to
+ * the image.  The filesystem blocks the plan holds back (up to MAX
+ * into BLOCKS; returns how many): the caller writes everything else.
+ */
+extern size_t follow_plan_held (const struct follow_plan *p, uint64_t *blocks,
+                                size_t max);
+extern unsigned follow_block_size (const struct volume *vol);
+/* Decide the epoch (the guest flushed, wrote FUA, or the epoch is
+ * full), then write it home: 0, or the errno of a veto (the epoch is
+ * dropped) or of a failed write or lock (it is kept).
+ */
+extern int follow_epoch_commit (struct volume *vol, struct conn *conn);
+extern bool follow_epoch_full (struct volume *vol);
+extern bool follow_holds (struct volume *vol);
+/* Client reads: patch in the held metadata (volume offsets). */
+extern void follow_patch_read (struct volume *vol, void *buf, uint64_t count,
+                               uint64_t offset);
+
 /* Drop a plan without running it (NULL is fine). */
 extern void follow_plan_discard (struct follow_plan *p);
 /* Would the plan change a range a host tool has locked?  (*ID: which.) */

@@ -22,6 +22,7 @@
 #include "device.h"
 #include "engine.h"
 #include "image.h"
+#include "volumes.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
@@ -220,7 +221,10 @@ static int
 fsevent_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
                uint32_t flags)
 {
-  return image_pread (&image, buf, count, offset);
+  if (image_pread (&image, buf, count, offset) == -1)
+    return -1;
+  volumes_patch_read (buf, count, offset);    /* ext2: held metadata */
+  return 0;
 }
 
 static int

@@ -336,3 +336,29 @@ volumes_followed (unsigned partition)
       return true;
   return false;
 }
+
+bool
+volumes_any_held (void)
+{
+  for (size_t i = 0; i < nvols; i++)
+    if (follow_holds (vols[i]))
+      return true;
+  return false;
+}
+
+void
+volumes_patch_read (void *buf, uint32_t count, uint64_t offset)
+{
+  size_t first, n;
+  if (!volumes_any_held () ||
+      (n = volumes_in_range (offset, count, &first)) == 0)
+    return;
+  for (size_t i = first; i < first + n; i++) {
+    uint64_t vo = volume_offset (vols[i]), vl = volume_length (vols[i]);
+    uint64_t from = offset > vo ? offset : vo;
+    uint64_t to = offset + count < vo + vl ? offset + count : vo + vl;
+    if (from < to)
+      follow_patch_read (vols[i], (char *) buf + (from - offset), to - from,
+                         from - vo);
+  }
+}

@@ -46,4 +46,10 @@ extern struct volume *volumes_resolve (const char *spec, const char **path,
 /* Is a filesystem on PARTITION (0: a bare image) followed? */
 extern bool volumes_followed (unsigned partition);
 
+/* ext2 metadata held until the guest's flush (follow.h): is any held,
+ * and client reads of COUNT bytes at device OFFSET in BUF see it.
+ */
+extern bool volumes_any_held (void);
+extern void volumes_patch_read (void *buf, uint32_t count, uint64_t offset);
+
 #endif /* FSEVENT_VOLUMES_H */

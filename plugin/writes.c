@@ -176,6 +176,14 @@ do_io (const struct io *io)
   return -1;
 }
 
+/* Do IO except the filesystem blocks the parts' plans hold back (ext2
+ * metadata waiting for the guest's flush): the pieces in between go to
+ * the device as they came.
+ */
+struct part;
+static int
+do_io_parts (const struct io *io, const struct part *parts, size_t n);
+
 /* The part of a request inside one followed volume (almost always
  * the whole request; two parts when it crosses a partition boundary).
  */
@@ -187,6 +195,65 @@ struct part {
   bool exclusive;               /* take this volume's model exclusively */
   size_t decided;               /* events whose before phase ran */
 };
+
+static int
+do_io_parts (const struct io *io, const struct part *parts, size_t n)
+{
+  /* Held device ranges, in order (parts are in device order). */
+  uint64_t held_off[64], held_len[64];
+  size_t nh = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t k = follow_plan_held (parts[i].plan, NULL, 0);
+    if (k == 0)
+      continue;
+    uint64_t *blocks = malloc (k * sizeof *blocks);
+    if (blocks == NULL) {
+      errno = ENOMEM;
+      return -1;
+    }
+    follow_plan_held (parts[i].plan, blocks, k);
+    uint64_t bs = follow_block_size (parts[i].vol);
+    uint64_t vo = volume_offset (parts[i].vol);
+    for (size_t j = 0; j < k; j++) {
+      uint64_t off = vo + blocks[j] * bs;
+      if (nh && held_off[nh - 1] + held_len[nh - 1] == off)
+        held_len[nh - 1] += bs;
+      else if (nh < sizeof held_off / sizeof *held_off) {
+        held_off[nh] = off;
+        held_len[nh++] = bs;
+      }
+      else {
+        free (blocks);
+        nbdkit_error ("a request holding more than %zu metadata ranges",
+                      sizeof held_off / sizeof *held_off);
+        errno = EIO;
+        return -1;
+      }
+    }
+    free (blocks);
+  }
+  if (nh == 0)
+    return do_io (io);
+  /* The pieces between held ranges. */
+  uint64_t pos = io->offset, end = io->offset + io->count;
+  for (size_t h = 0; h <= nh && pos < end; h++) {
+    uint64_t stop = h < nh ? held_off[h] : end;
+    if (stop > end)
+      stop = end;
+    if (stop > pos) {
+      struct io piece = *io;
+      piece.offset = pos;
+      piece.count = (uint32_t) (stop - pos);
+      if (io->buf)
+        piece.buf = (const char *) io->buf + (pos - io->offset);
+      if (do_io (&piece) == -1)
+        return -1;
+    }
+    if (h < nh && held_off[h] + held_len[h] > pos)
+      pos = held_off[h] + held_len[h];
+  }
+  return 0;
+}
 
 static void
 part_start (struct part *pt, struct conn *conn, bool count)
@@ -299,6 +366,17 @@ handle_request (struct conn *conn, const struct io *io)
   size_t n = volumes_in_range (io->offset, io->count, &first);
   if (n == 0)
     return do_io (io);
+  /* An ext2 epoch at its bound is decided first, as at a flush. */
+  for (size_t i = 0; i < n; i++) {
+    struct volume *vol = volumes_get (first + i);
+    if (follow_epoch_full (vol)) {
+      int e = follow_epoch_commit (vol, conn);
+      if (e) {
+        errno = e;
+        return -1;
+      }
+    }
+  }
 
   struct part stack[STACK_PARTS];
   struct part *parts = n <= STACK_PARTS ? stack : calloc (n, sizeof *parts);
@@ -408,7 +486,7 @@ handle_parts (struct conn *conn, const struct io *io, struct part *parts,
     }
   }
   else {
-    r = do_io (io);
+    r = do_io_parts (io, parts, n);
     err = r == -1 ? errno : 0;
   }
 
@@ -447,12 +525,43 @@ handle_parts (struct conn *conn, const struct io *io, struct part *parts,
 }
 
 int
+writes_commit_epochs (struct conn *conn)
+{
+  int first = 0;
+  /* Every volume's epoch: one refusal does not keep the others. */
+  for (size_t i = 0; i < volumes_count (); i++) {
+    int e = follow_epoch_commit (volumes_get (i), conn);
+    if (e && first == 0)
+      first = e;
+  }
+  if (first) {
+    errno = first;
+    return -1;
+  }
+  return 0;
+}
+
+/* A FUA request is a flush point too: what the guest held back must be
+ * decided and on the device before it hears back.
+ */
+static int
+handle_fua (struct conn *conn, const struct io *io)
+{
+  int r = handle_request (conn, io);
+  if (r == 0 && io->fua && volumes_any_held ()) {
+    if (writes_commit_epochs (conn) == -1 || device->flush (device) == -1)
+      return -1;
+  }
+  return r;
+}
+
+int
 writes_pwrite (struct conn *conn, const void *buf, uint32_t count,
                uint64_t offset, bool fua)
 {
   struct io io = { .op = FSEVENT_OP_WRITE, .buf = buf, .count = count,
                    .offset = offset, .fua = fua };
-  return handle_request (conn, &io);
+  return handle_fua (conn, &io);
 }
 
 int
@@ -461,7 +570,7 @@ writes_zero (struct conn *conn, uint32_t count, uint64_t offset,
 {
   struct io io = { .op = FSEVENT_OP_ZERO, .count = count, .offset = offset,
                    .may_trim = may_trim, .fast = fast, .fua = fua };
-  return handle_request (conn, &io);
+  return handle_fua (conn, &io);
 }
 
 int
@@ -469,7 +578,7 @@ writes_trim (struct conn *conn, uint32_t count, uint64_t offset, bool fua)
 {
   struct io io = { .op = FSEVENT_OP_TRIM, .count = count, .offset = offset,
                    .fua = fua };
-  return handle_request (conn, &io);
+  return handle_fua (conn, &io);
 }
 
 void

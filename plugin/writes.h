@@ -35,4 +35,9 @@ extern void writes_log_stats (void);
 extern uint64_t writes_events (void);
 extern uint64_t writes_vetoes (void);
 
+/* Decide and write home every volume's held ext2 metadata (the guest
+ * flushed): 0, or -1 with errno (a veto's, or why it could not).
+ */
+extern int writes_commit_epochs (struct conn *conn);
+
 #endif
