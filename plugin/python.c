@@ -175,6 +175,7 @@ struct watch {
   bool free;                    /* its thread has gone (watch_lock) */
   const struct pymod *m;        /* the callback running (GIL) */
   enum cb cb;
+  PyThreadState *ts;            /* its thread's, kept (see pin) */
 };
 
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -193,16 +194,38 @@ now_ns (void)
   return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static bool finalized;
+
+/* At the exit of a thread that ran callbacks: its thread state goes
+ * (the last PyGILState reference, see pin), its watch is free for the
+ * next thread.
+ */
 static void
 watch_release (void *p)
 {
   struct watch *w = p;
+  if (finalized)
+    return;
+  if (w->ts) {
+    /* Not PyGILState_Release: glibc has cleared Python's own thread
+     * key already (it clears every key of an exiting thread).
+     */
+    PyEval_RestoreThread (w->ts);
+    PyThreadState_Clear (w->ts);
+    PyThreadState_DeleteCurrent ();
+    w->ts = NULL;
+  }
   pthread_mutex_lock (&watch_lock);
   w->free = true;
   pthread_mutex_unlock (&watch_lock);
 }
 
-/* This thread's watch (GIL held), or NULL without memory. */
+/* This thread's watch (GIL held), or NULL without memory.  The first
+ * time, its PyGILState thread state is pinned with one more reference:
+ * PyGILState_Release would otherwise delete it at the end of every
+ * callback, and a new one (and its frame stack, an mmap) would be made
+ * for the next.  watch_release drops that reference.
+ */
 static struct watch *
 watch_get (void)
 {
@@ -225,8 +248,11 @@ watch_get (void)
     w->tid = PyThread_get_thread_ident ();
   }
   pthread_mutex_unlock (&watch_lock);
-  if (w)
+  if (w) {
+    PyGILState_Ensure ();         /* the pin: never released here */
+    w->ts = PyGILState_GetThisThreadState ();
     pthread_setspecific (watch_key, w);
+  }
   return w;
 }
 
@@ -883,8 +909,10 @@ call (struct pymod *m, enum cb cb, enum kind kind, void *ev, bool unlock,
   p->view = NULL;
   p->ref = NULL;
 
-  struct watch *w = NULL;
-  if (timeout > 0 && (w = watch_get ()) != NULL) {
+  struct watch *w = watch_get ();
+  if (w && timeout == 0)
+    w = NULL;
+  if (w) {
     w->m = m;
     w->cb = cb;
     w->fired = false;
@@ -1042,11 +1070,24 @@ finalize (void)
     pthread_join (watchdog, NULL);
     watchdog_running = false;
   }
+  /* This thread's pinned state goes now; other threads' with
+   * Py_FinalizeEx (nbdkit has joined its threads by now).
+   */
+  struct watch *mine = watch_key_made ? pthread_getspecific (watch_key) : NULL;
+  if (mine) {
+    pthread_setspecific (watch_key, NULL);
+    watch_release (mine);
+  }
   PyEval_RestoreThread (main_ts);
   main_ts = NULL;
   Py_CLEAR (format_exception);
   if (Py_FinalizeEx () == -1)
     nbdkit_error ("python: flushing buffered output failed at exit");
+  finalized = true;
+  if (watch_key_made) {
+    pthread_key_delete (watch_key);
+    watch_key_made = false;
+  }
   pthread_mutex_lock (&watch_lock);
   while (watches) {
     struct watch *w = watches;
