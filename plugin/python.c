@@ -1362,7 +1362,11 @@ python_load (const char *path)
   };
   nmods++;
   nlive++;
-  if (handlers_add_builtin_opaque (&m->h, true, true, m) == -1) {
+  /* Commit-time writes read their data back only for handlers that
+   * look at writes.
+   */
+  bool reads_data = m->cb[CB_BEFORE_WRITE] || m->cb[CB_AFTER_WRITE];
+  if (handlers_add_builtin_opaque (&m->h, reads_data, true, m) == -1) {
     /* A name clash with a loaded handler: unload it again. */
     nmods--;
     handlers_self = m;
