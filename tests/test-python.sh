@@ -17,7 +17,8 @@
 #  4. Contexts: a file context survives across events and connections,
 #     handle contexts go at the connection's close, file contexts at
 #     unload (before close()); __del__ of the context objects records it.
-#  5. The examples: ransomware_guard.py, marker.py (raw NBD writes).
+#  5. The examples: ransomware_guard.py, marker.py (raw NBD writes);
+#     and the filter form (fsevent-python=) over the file plugin.
 #  6. A kernel mount (nbdfuse + loop): a context goes when its inode is
 #     freed (rm + sync), and examples/audit.py's SQLite rows match the
 #     after-lines of log= exactly.
@@ -228,11 +229,14 @@ echo "1 vetoes: path EPERM, content ENOSPC, lock EPERM; zero events; params dead
 
 cat > "$d/boom.py" <<'EOF'
 import errno
+kept = []
 def before_write_file(p):
     if p.file_name == "/b":
         raise RuntimeError("boom in before_write_file")
     if p.file_name == "/c":
         return "yes"                            # no errno: a failure
+    if p.file_name == "/d":
+        kept.append(p.buffer[:8])               # a slice kept: reported
     return 0
 EOF
 serve "$d/err2" python="$d/boom.py"
@@ -249,8 +253,10 @@ EOF
 stop
 cat "$d/err2"
 grep -q "RuntimeError: boom in before_write_file" "$d/err2" || fail "2: no traceback"
-grep -q 'boom.py", line 4, in before_write_file' "$d/err2" || fail "2: the traceback has no frame"
+grep -q 'boom.py", line 5, in before_write_file' "$d/err2" || fail "2: the traceback has no frame"
 grep -q "before_write_file: returned str" "$d/err2" || fail "2: the bad return value is not reported"
+grep -q "a slice or view of params.buffer was kept past the callback" "$d/err2" ||
+    fail "2: a slice of params.buffer kept past the call is not reported"
 serve "$d/err2b" python="$d/boom.py" on-handler-error=allow
 "$py" - <<'EOF' || { cat "$d/err2b"; fail "2: allow"; }
 from tp import *
@@ -408,6 +414,30 @@ for f in a b c; do eval "i_$f=\"\$(debugfs -R 'stat /$f' \"\$IMG\" 2>/dev/null |
 [ "$(cat "$d/report.sorted")" = "$(printf '%s\n' "$i_a 8192 /a" "$i_b 1000 /b" "$i_c 0 /c" | sort)" ] ||
     fail "5: marker.py's report is wrong"
 echo "5 examples: ransomware_guard vetoes the 3rd file, marker.py counts and vetoes: ok"
+
+# --- 5b. The filter form: fsevent-python=, fsevent-python.KEY=. ---------
+
+rm -f "$REC" "$SOCK" "$d/pid"
+cp "$d/pristine.img" "$IMG"
+nbdkit -f -U "$SOCK" -P "$d/pid" --filter="$filter" file "$IMG" \
+    fsevent-python="$d/veto.py" fsevent-python.marker=VIA-FILTER \
+    </dev/null 2>"$d/err5c" &
+for (( i = 0; i < 300; i++ )); do
+    [ -s "$d/pid" ] && [ -S "$SOCK" ] && break
+    sleep 0.1
+done
+cleanup_fn "stop_nbdkit '$d/pid'"
+"$py" - <<'EOF' || { cat "$d/err5c"; fail "5b: the filter form"; }
+from tp import *
+h = connect()
+fails(errno.EPERM, h.pwrite, b"s" * BS, off("/secret/x"))
+fails(errno.ENOSPC, h.pwrite, b"VIA-FILTER" * 400, off("/a"))
+h.pwrite(b"fine" * 1024, off("/a"))
+h.shutdown()
+assert on_image(off("/a")) == b"fine" * 1024
+EOF
+stop
+echo "5b filter form: fsevent-python= and fsevent-python.marker= veto as in the plugin: ok"
 
 # --- 6. A kernel mount: inode freed, audit.py. ---------------------------
 
