@@ -104,6 +104,18 @@ struct pymod {
 };
 
 static struct pymod mods[MAX_MODULES];
+
+static const char *
+cb_path (const struct pymod *m)
+{
+  return m->path;
+}
+
+static const char *
+cb_label (const struct pymod *m, int cb)
+{
+  return m->cb_name[cb];
+}
 static size_t nmods, nlive;
 static PyThreadState *main_ts;  /* the interpreter's, while released */
 static pid_t init_pid;
@@ -795,17 +807,21 @@ static PyTypeObject ParamsType = {
 /* After the callback: the memoryview is released (using it raises
  * ValueError), and a view derived from it can no longer be had.
  */
+struct pymod;
+static const char *cb_path (const struct pymod *m);
+static const char *cb_label (const struct pymod *m, int cb);
+
 static void
-params_end (Params *p, const char *what)
+params_end (Params *p, const struct pymod *m, int cb)
 {
   p->ev = NULL;
   if (p->view) {
     PyObject *r = PyObject_CallMethod (p->view, "release", NULL);
     if (r == NULL) {
       PyErr_Clear ();
-      nbdkit_error ("python %s: a view of params.buffer was kept past the "
+      nbdkit_error ("python %s %s: a view of params.buffer was kept past the "
                     "callback (copy it with bytes() instead); it points at "
-                    "memory that is reused", what);
+                    "memory that is reused", cb_path (m), cb_label (m, cb));
     }
     Py_XDECREF (r);
     Py_CLEAR (p->view);
@@ -813,9 +829,9 @@ params_end (Params *p, const char *what)
   if (p->ref) {
     /* Anything still holding it (a slice of the view) is flagged. */
     if (Py_REFCNT (p->ref) > 1)
-      nbdkit_error ("python %s: a slice or view of params.buffer was kept "
+      nbdkit_error ("python %s %s: a slice or view of params.buffer was kept "
                     "past the callback (copy it with bytes() instead); it "
-                    "points at memory that is reused", what);
+                    "points at memory that is reused", cb_path (m), cb_label (m, cb));
     p->ref->buf = NULL;
     Py_CLEAR (p->ref);
   }
@@ -896,10 +912,12 @@ call (struct pymod *m, enum cb cb, enum kind kind, void *ev, bool unlock,
   if (fn == NULL)
     return 0;
   PyGILState_STATE g = PyGILState_Ensure ();
-  snprintf (what, sizeof what, "%s %s", m->path, m->cb_name[cb]);
+  what[0] = '\0';
+#define WHAT() (what[0] ? what : (snprintf (what, sizeof what, "%s %s", \
+                                            m->path, m->cb_name[cb]), what))
   Params *p = PyObject_New (Params, &ParamsType);
   if (p == NULL) {
-    report_exception (what);
+    report_exception (WHAT ());
     PyGILState_Release (g);
     return -1;
   }
@@ -927,17 +945,17 @@ call (struct pymod *m, enum cb cb, enum kind kind, void *ev, bool unlock,
     if (fired)                  /* one may be pending still */
       PyThreadState_SetAsyncExc (w->tid, NULL);
   }
-  params_end (p, what);
+  params_end (p, m, cb);
   Py_DECREF (p);
 
   if (fired) {
     if (r == NULL)
-      report_exception (what);
-    nbdkit_error ("python %s: timed out (python-timeout=%g s)", what, timeout);
+      report_exception (WHAT ());
+    nbdkit_error ("python %s: timed out (python-timeout=%g s)", WHAT (), timeout);
     ret = -1;
   }
   else if (r == NULL) {
-    report_exception (what);
+    report_exception (WHAT ());
     ret = -1;
   }
   else if (r != Py_None) {
@@ -947,7 +965,7 @@ call (struct pymod *m, enum cb cb, enum kind kind, void *ev, bool unlock,
       PyErr_Clear ();
     if (e < 0 || e > 4095) {
       nbdkit_error ("python %s: returned %s: return None, 0 or an errno",
-                    what, Py_TYPE (r)->tp_name);
+                    WHAT (), Py_TYPE (r)->tp_name);
       ret = -1;
     }
     else if (e > 0 && can_veto)
@@ -956,6 +974,7 @@ call (struct pymod *m, enum cb cb, enum kind kind, void *ev, bool unlock,
   Py_XDECREF (r);
   PyGILState_Release (g);
   return ret;
+#undef WHAT
 }
 
 static struct pymod *
@@ -1276,6 +1295,14 @@ python_load (const char *path)
   int ret = -1;
   char what[96];
   snprintf (what, sizeof what, "python=%s", path);
+  /* Registered under its name, it must not replace a module that is
+   * there already (a file called json.py, or two called guard.py).
+   */
+  if (PyDict_GetItemString (PyImport_GetModuleDict (), stem) != NULL) {
+    nbdkit_error ("%s: a module named '%s' is loaded already: rename the file",
+                  what, stem);
+    goto out;
+  }
   m->module = import_file (abs, stem);
   if (m->module == NULL) {
     report_exception (what);
