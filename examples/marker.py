@@ -14,18 +14,21 @@
 #   python.errno=N        the errno to deny with (default EPERM)
 #   python.report=FILE    "INO BYTES PATH" per file, as each context goes
 import errno
+import re
 import threading
 
 marker = None
+pattern = None
 deny_errno = errno.EPERM
 report = None
 report_lock = threading.Lock()
 
 
 def config(key, value):
-    global marker, deny_errno, report
+    global marker, pattern, deny_errno, report
     if key == "marker":
         marker = value.encode()
+        pattern = re.compile(re.escape(marker))
     elif key == "errno":
         deny_errno = int(value)
         if not 0 < deny_errno <= 4095:
@@ -52,10 +55,9 @@ class Counts:
 
 
 def before_write_file(p):
-    # The marker in the new data (not across two events).  Searching
-    # the memoryview needs no copy: bytes.find takes any buffer... but
-    # memoryview has no find, so search a bytes copy only if needed.
-    if marker and p.buffer is not None and marker in bytes(p.buffer):
+    # The marker in the new data (not across two events).  re searches
+    # the memoryview in place: no copy of the buffer.
+    if pattern is not None and p.buffer is not None and pattern.search(p.buffer):
         return deny_errno
     return 0
 

@@ -113,6 +113,9 @@ def before_write_file(params):
             q.popleft()
         q.append((now, params.ino))
         distinct = len({ino for _, ino in q})
+        if len(recent) > 64:            # forget connections gone quiet
+            for c in [c for c, cq in recent.items() if now - cq[-1][0] > window]:
+                del recent[c]
     if distinct >= files:
         ctx.denied += 1
         print("ransomware_guard: connection %d: %s: entropy %.2f, "

@@ -19,9 +19,10 @@
 #     unload (before close()); __del__ of the context objects records it.
 #  5. The examples: ransomware_guard.py, marker.py (raw NBD writes);
 #     and the filter form (fsevent-python=) over the file plugin.
-#  6. A kernel mount (nbdfuse + loop): a context goes when its inode is
-#     freed (rm + sync), and examples/audit.py's SQLite rows match the
-#     after-lines of log= exactly.
+#  6. A kernel mount (nbdfuse + loop): the guest's in-place overwrite
+#     of a file refused (the image unchanged, by debugfs); a context goes
+#     when its inode is freed (rm + sync); examples/audit.py's SQLite rows
+#     match the after-lines of log= exactly.
 
 source ./functions.sh
 set -x
@@ -461,8 +462,18 @@ mkdir -p "$mnt" "$fuse"
 rm -f "$REC" "$LOG" "$d/audit.db"
 cp "$d/pristine.img" "$IMG"
 cleanup_fn guest_down
-guest_up_with "" "$plugin" "$IMG" python="$d/ctx.py" \
+# A veto on the kernel's path: in-place overwrites of /f are refused.
+cat > "$d/kveto.py" <<'EOF'
+import errno
+def before_write_file(p):
+    if p.file_name == "/f" and p.direction == "inplace":
+        return errno.EPERM
+EOF
+guest_up_with "" "$plugin" "$IMG" python="$d/kveto.py" python="$d/ctx.py" \
     python="$ex/audit.py" python.db="$d/audit.db" python.commit=1 log="$LOG"
+! dd if=/dev/urandom of="$mnt/f" bs=4096 count=1 conv=notrunc oflag=direct 2>"$d/dd.err" ||
+    fail "6: the guest's in-place overwrite of /f was not refused"
+cat "$d/dd.err"
 echo hello > "$mnt/k"
 echo more >> "$mnt/a"
 mv "$mnt/b" "$mnt/b2"
@@ -478,6 +489,9 @@ grep -qx "deleted /k $ik" "$REC" || fail "6: no delete event"
 guest_down
 [ "$nbdkit_rc" = 0 ] || fail "6: nbdkit exited with $nbdkit_rc"
 grep -qx close "$REC" || fail "6: close() did not run"
+# The image (debugfs, not the plugin) has /f as it was.
+debugfs -R "cat /f" "$IMG" 2>/dev/null | cmp - "$d/root/f" ||
+    fail "6: the refused overwrite of /f reached the image"
 # audit.py's rows are exactly the after-lines of the log.
 "$py" - "$d/audit.db" <<'EOF' || fail "6: the audit database and the log differ"
 import json, os, sqlite3, sys
@@ -495,5 +509,7 @@ for e in ev: print("log", e)
 assert rows == ev
 kinds = {r[0] for r in rows}
 assert {"create", "write", "rename", "delete"} <= kinds, kinds
+assert [r for r in rows if r[0] == "write" and r[1] == "/f" and r[4] == 1], \
+    "no after-row with EPERM for the refused write to /f"
 EOF
-echo "6 kernel mount: file context released at the inode's delete; audit.db == log: ok"
+echo "6 kernel mount: overwrite refused; file context released at the inode's delete; audit.db == log: ok"
