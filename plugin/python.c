@@ -1360,15 +1360,11 @@ python_load (const char *path)
   }
 
   /* Only the callbacks it has: the chain skips the others for free. */
-  bool any_change = false;
-  for (enum cb c = CB_BEFORE_CREATE; c <= CB_AFTER_SET_ATTRIBUTES; c++)
-    any_change |= m->cb[c] != NULL;
   bool before_change = false, after_change = false;
   for (enum cb c = CB_BEFORE_CREATE; c <= CB_AFTER_SET_ATTRIBUTES; c += 2) {
     before_change |= m->cb[c] != NULL;
     after_change |= m->cb[c + 1] != NULL;
   }
-  (void) any_change;
   m->h = (struct fsevent_handler) {
     .api_version = FSEVENT_API_VERSION,
     .struct_size = sizeof (struct fsevent_handler),
