@@ -20,6 +20,7 @@
 #include "handlers.h"
 #include "locks.h"
 #include "log.h"
+#include "python.h"
 #include "volumes.h"
 #include "writes.h"
 
@@ -47,6 +48,13 @@ engine_config (const char *key, const char *value)
       return -1;
     return handlers_add_builtin (&script_handler, true);
   }
+  if (strcmp (key, "python") == 0)
+    return python_load (value);
+  if (strcmp (key, "python-timeout") == 0)
+    return python_set_timeout (value);
+  /* python.KEY=VALUE: the config() of the last python= module. */
+  if (strncmp (key, "python.", 7) == 0 && key[7])
+    return python_config (key + 7, value);
   if (strcmp (key, "control") == 0)
     return control_set_path (value);
   if (strcmp (key, "lock-wait") == 0) {
@@ -111,7 +119,7 @@ engine_start (struct device *dev)
 int
 engine_after_fork (void)
 {
-  if (log_start () == -1)
+  if (log_start () == -1 || python_after_fork () == -1)
     return -1;
   return control_start ();
 }

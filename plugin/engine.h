@@ -26,6 +26,8 @@ extern int engine_config_complete (void);
   "handler=PATH.so      Load a handler (repeatable); NAME.KEY=VALUE configures it.\n" \
   "log=FILE|-           Log every event as JSON Lines.\n" \
   "protect=GLOB         Deny every change to matching paths (repeatable).\n" \
+  "python=FILE.py       A handler written in Python (repeatable); python.KEY=VALUE.\n" \
+  "python-timeout=SECS  How long a python= callback may take (default 10, 0: none).\n" \
   "script-timeout=SECS  How long a script= may take (default 10).\n" \
   "on-handler-error=deny|allow  What a failed handler means (default deny).\n" \
   "control=SOCKET       Serve host tools (fsevent-ctl): locks, stats, cat.\n" \

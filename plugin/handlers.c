@@ -28,12 +28,19 @@ struct handler {
   size_t size;                  /* the handler's struct_size */
   void *dl;                     /* NULL for built-ins */
   bool reads_data;              /* it may look at write buffers */
+  bool contexts;                /* it keeps file and handle contexts */
+  void *opaque;                 /* built-ins: handlers_self while called */
   char *path;
 };
 
+__thread void *handlers_self;
+
+/* Set handlers_self for the callback of HD about to be called. */
+#define SELF(hd) (handlers_self = (hd)->opaque)
+
 static struct handler handlers[MAX_HANDLERS];
 static size_t nhandlers;
-static size_t nloaded;          /* of them, loaded .so files: they get contexts */
+static size_t nloaded;          /* of them, those with contexts (.so files, python=) */
 static enum on_error on_error = ON_ERROR_DENY;
 
 /* Does handler H have the callback FIELD? (older handlers are shorter) */
@@ -61,7 +68,7 @@ handlers_set_on_error (enum on_error e)
 
 static int
 add (const struct fsevent_handler *h, void *dl, const char *path,
-     bool reads_data)
+     bool reads_data, bool contexts, void *opaque)
 {
   if (nhandlers >= MAX_HANDLERS) {
     nbdkit_error ("too many handlers (at most %d)", MAX_HANDLERS);
@@ -80,16 +87,25 @@ add (const struct fsevent_handler *h, void *dl, const char *path,
     }
   handlers[nhandlers] = (struct handler) {
     .h = h, .size = h->struct_size, .dl = dl, .path = strdup (path),
-    .reads_data = reads_data,
+    .reads_data = reads_data, .contexts = contexts, .opaque = opaque,
   };
   nhandlers++;
+  if (contexts)
+    nloaded++;
   return 0;
 }
 
 int
 handlers_add_builtin (const struct fsevent_handler *h, bool reads_data)
 {
-  return add (h, NULL, h->name, reads_data);
+  return add (h, NULL, h->name, reads_data, false, NULL);
+}
+
+int
+handlers_add_builtin_opaque (const struct fsevent_handler *h, bool reads_data,
+                             bool contexts, void *opaque)
+{
+  return add (h, NULL, h->name, reads_data, contexts, opaque);
 }
 
 int
@@ -117,11 +133,10 @@ handlers_load (const char *path)
     dlclose (dl);
     return -1;
   }
-  if (add (h, dl, path, true) == -1) {
+  if (add (h, dl, path, true, true, NULL) == -1) {
     dlclose (dl);
     return -1;
   }
-  nloaded++;
   nbdkit_debug ("handler=%s: loaded '%s' (API version %d)", path, h->name,
                 h->api_version);
   return 0;
@@ -142,6 +157,7 @@ handlers_config (const char *key, const char *value)
       nbdkit_error ("handler '%s' takes no parameters (%s)", hd->h->name, key);
       return -1;
     }
+    SELF (hd);
     return hd->h->config (dot + 1, value) == -1 ? -1 : 1;
   }
   return 0;
@@ -152,7 +168,7 @@ handlers_config_complete (void)
 {
   for (size_t i = 0; i < nhandlers; i++)
     if (HAS (&handlers[i], config_complete) &&
-        handlers[i].h->config_complete () == -1)
+        (SELF (&handlers[i]), handlers[i].h->config_complete ()) == -1)
       return -1;
   return 0;
 }
@@ -231,6 +247,7 @@ ctx_free_all (struct ctx_table *t, bool file)
       for (size_t h = 0; h < nhandlers; h++) {
         if (e->slot[h] == NULL)
           continue;
+        SELF (&handlers[h]);
         if (file && HAS (&handlers[h], free_file_context))
           handlers[h].h->free_file_context (e->slot[h], KEY_INO (e->key));
         else if (!file && HAS (&handlers[h], free_handle_context))
@@ -362,6 +379,7 @@ run_chain (struct call *c, struct conn_contexts *cc)
     *c->handle_context = he ? &he->slot[i] : NULL;
     if (c->can_veto)
       *c->result_code = 0;
+    SELF (hd);
     int r = c->invoke (hd, c->ev, c->before, &name);
     if (r == -2)
       continue;                 /* it has no such callback */
@@ -513,8 +531,10 @@ handlers_inode_freed (unsigned partition, uint32_t ino)
   if (e == NULL)
     return;
   for (size_t h = 0; h < nhandlers; h++)
-    if (e->slot[h] && HAS (&handlers[h], free_file_context))
+    if (e->slot[h] && HAS (&handlers[h], free_file_context)) {
+      SELF (&handlers[h]);
       handlers[h].h->free_file_context (e->slot[h], ino);
+    }
   pthread_mutex_destroy (&e->lock);
   free (e);
 }
@@ -535,11 +555,13 @@ handlers_unload (void)
     ctx_free_all (&file_contexts, true);
   for (size_t i = nhandlers; i-- > 0; ) {
     struct handler *hd = &handlers[i];
+    SELF (hd);
     if (HAS (hd, unload))
       hd->h->unload ();
     if (hd->dl)
       dlclose (hd->dl);
     free (hd->path);
   }
-  nhandlers = 0;
+  nhandlers = nloaded = 0;
+  handlers_self = NULL;
 }

@@ -22,6 +22,14 @@ extern int handlers_load (const char *path);
 /* READS_DATA: whether it looks at write buffers (loaded handlers may). */
 extern int handlers_add_builtin (const struct fsevent_handler *h,
                                  bool reads_data);
+/* A built-in handler that keeps file and handle contexts (as loaded
+ * ones do) and needs to know which instance of it is called: while any
+ * of H's callbacks runs, handlers_self is OPAQUE.
+ */
+extern int handlers_add_builtin_opaque (const struct fsevent_handler *h,
+                                        bool reads_data, bool contexts,
+                                        void *opaque);
+extern __thread void *handlers_self;
 /* 1 if KEY was NAME.KEY of a loaded handler (and was passed on), 0 if
  * it is not a handler's, -1 on error.
  */
@@ -29,7 +37,7 @@ extern int handlers_config (const char *key, const char *value);
 extern int handlers_config_complete (void);
 extern void handlers_unload (void);
 extern bool handlers_active (void);
-/* Loaded .so handlers keep contexts; built-in ones do not. */
+/* Loaded .so handlers and python= keep contexts; the other built-ins do not. */
 extern bool handlers_need_contexts (void);
 extern void handlers_set_on_error (enum on_error e);
 extern const char *handlers_config_help (void);
