@@ -18,6 +18,7 @@
 #include "device.h"
 #include "engine.h"
 #include "handlers.h"
+#include "follow.h"
 #include "locks.h"
 #include "log.h"
 #include "python.h"
@@ -79,6 +80,8 @@ engine_config (const char *key, const char *value)
   }
   if (strcmp (key, "script-timeout") == 0)
     return script_set_timeout (value);
+  if (strcmp (key, "on-unparseable") == 0)
+    return follow_set_on_unparseable (value) == -1 ? -1 : 0;
   if (strcmp (key, "on-handler-error") == 0) {
     if (strcmp (value, "deny") == 0)
       handlers_set_on_error (ON_ERROR_DENY);
@@ -216,7 +219,16 @@ engine_flush (struct conn *c)
   /* ext2: the metadata held since the last flush is decided now. */
   if (volumes_any_held () && writes_commit_epochs (c) == -1)
     return -1;
-  if (log_sync () == -1)
+  /* The log's lines are durable when the flush returns, like the data:
+   * both are synced side by side.
+   */
+  uint64_t ticket;
+  if (log_sync_start (&ticket) == -1)
     return -1;
-  return device->flush (device);
+  int r = device->flush (device);
+  int e = errno;
+  if (log_sync_wait (ticket) == -1)
+    return -1;
+  errno = e;
+  return r;
 }

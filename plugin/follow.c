@@ -43,9 +43,30 @@
 
 NBDKIT_DLL_PUBLIC int fsevent_debug_check = 0;
 
+/* on-unparseable=: what a commit point that cannot be decided does
+ * while any handler is loaded.  Deny (refuse the request with EIO) by
+ * default: an undecided change is an unchecked one.
+ */
+static bool allow_unparseable;
+
+int
+follow_set_on_unparseable (const char *value)
+{
+  if (strcmp (value, "deny") == 0)
+    allow_unparseable = false;
+  else if (strcmp (value, "allow") == 0)
+    allow_unparseable = true;
+  else {
+    nbdkit_error ("on-unparseable=%s: use deny or allow", value);
+    return -1;
+  }
+  return 0;
+}
+
 struct follow_stats {
   uint64_t transactions, vetoed, not_followed, rescans;
   uint64_t incremental;         /* commit points updated in place */
+  uint64_t undecided;           /* commit points that could not be decided */
   uint64_t commits;             /* commit points that held the model */
   uint64_t commit_bytes, journal_bytes, unattributed_bytes;
   uint64_t check_failures;
@@ -384,10 +405,10 @@ follow_log_stats (struct volume *vol)
   VDEBUG (vol, "follow: %" PRIu64 " transactions, %" PRIu64 " vetoed, %"
           PRIu64 " not followed, %" PRIu64 " rescans; attributed at "
           "commit %" PRIu64 " bytes, from the journal %" PRIu64
-          " bytes; unattributed %" PRIu64 " bytes%s",
+          " bytes; unattributed %" PRIu64 " bytes; undecided %" PRIu64 "%s",
           vol->stats.transactions, vol->stats.vetoed, vol->stats.not_followed,
           vol->stats.rescans, vol->stats.commit_bytes, vol->stats.journal_bytes,
-          vol->stats.unattributed_bytes,
+          vol->stats.unattributed_bytes, vol->stats.undecided,
           vol->stats.check_failures ? "; MODEL CHECK FAILURES" : "");
 }
 
@@ -1152,9 +1173,24 @@ decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
     if (pr->rescan) {
       vol->stats.rescans++;
       p->L = scan (cv, msg, sizeof msg);
-      if (p->L == NULL)
-        VDEBUG (vol, "the committed view no longer holds a filesystem we can "
-                "map (%s): the model stays as it was", msg);
+      if (p->L == NULL) {
+        /* Fail closed: a change nobody could look at is refused while
+         * anyone is looking (on-unparseable=allow lets it through,
+         * for guests that run mkfs or resize2fs).
+         */
+        bool refuse = handlers_active () && !allow_unparseable;
+        char why[320];
+        snprintf (why, sizeof why, "the committed view does not parse: %s", msg);
+        VDEBUG (vol, "%s: %s", why, refuse ? "refused (EIO)"
+                : "let through, the model stays as it was");
+        vol->stats.undecided++;
+        struct log_batch lb;
+        log_batch_init (&lb);
+        log_undecided (&lb, vol->partition, p->sequence, why, refuse ? EIO : 0);
+        log_commit (&lb);
+        if (refuse)
+          return EIO;
+      }
       else {
         A = vol->layout;
         B = next = p->L;

@@ -33,6 +33,9 @@ struct io {
  */
 extern int fsevent_debug_check;
 
+/* on-unparseable=deny|allow (see follow.c). */
+extern int follow_set_on_unparseable (const char *value);
+
 /* One followed filesystem: the whole device, or one partition of it.
  * The follow_* calls below take requests (struct io) and give segments
  * in the volume's own offsets (0 is the filesystem's first byte);

@@ -503,3 +503,20 @@ log_unattributed (struct log_batch *b, unsigned partition, uint64_t offset,
   PUT (&t, "}\n");
   text_take (b, &t);
 }
+
+void
+log_undecided (struct log_batch *b, unsigned partition, uint64_t sequence,
+               const char *reason, int result)
+{
+  if (!log_enabled ())
+    return;
+  struct text t;
+
+  text_init (&t);
+  text_head (&t, "undecided", -1, NULL, NULL);
+  text_u64 (&t, "partition", partition);
+  if (sequence)
+    text_u64 (&t, "sequence", sequence);
+  text_str (&t, "reason", reason);
+  text_done (b, &t, result);
+}

@@ -15,6 +15,12 @@ extern void log_close (void);
 extern bool log_enabled (void);
 /* fdatasync the log (on NBD flush: acknowledged events are durable). */
 extern int log_sync (void);
+/* The same in two halves, so a flush can overlap the log's fdatasync
+ * with the device's: start writes the lines out and asks for the sync
+ * (TICKET), wait waits for it.  0, or -1 with the error reported.
+ */
+extern int log_sync_start (uint64_t *ticket);
+extern int log_sync_wait (uint64_t ticket);
 
 /* One line of the log, as a request thread records it: a write event
  * in binary (the writer thread formats it), any other event already
@@ -59,6 +65,13 @@ extern void log_change (struct log_batch *b, const struct fsevent_change *ev);
 extern void log_lock (struct log_batch *b, const struct fsevent_lock *ev,
                       bool unlock);
 /* Bytes written to free space that never became part of a file. */
+/* A commit point that could not be decided (the committed view does
+ * not parse, a transaction does not read, memory ran out): REASON, and
+ * what became of the request (RESULT: an errno, or 0 when it was let
+ * through under on-unparseable=allow).
+ */
+extern void log_undecided (struct log_batch *b, unsigned partition,
+                           uint64_t sequence, const char *reason, int result);
 extern void log_unattributed (struct log_batch *b, unsigned partition,
                               uint64_t offset, uint64_t length,
                               const char *reason);
