@@ -32,6 +32,7 @@
 #include "locks.h"
 #include "log.h"
 #include "volumes.h"
+#include "watch.h"
 #include "writes.h"
 
 #define MAX_LINE 4096
@@ -442,6 +443,9 @@ dispatch (struct cconn *c, char *line)
     return cmd_stats (c);
   if (strncmp (line, "CAT ", 4) == 0)
     return cmd_cat (c, line + 4);
+  /* The connection streams events from here on, until it closes. */
+  if (strcmp (line, "WATCH") == 0 || strncmp (line, "WATCH ", 6) == 0)
+    return watch_serve (c->fd, stop_pipe[0], line + 5);
   return reply_err (c, EINVAL, "unknown command");
 }
 
