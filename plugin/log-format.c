@@ -187,6 +187,11 @@ log_format (char *p, uint64_t seq, const struct log_rec *r)
     p = PUTLIT (p, ",\"sequence\":");
     p = put_u64 (p, r->sequence);
   }
+  if (r->would_deny) {
+    p = PUTLIT (p, ",\"would_deny\":\"");
+    p = put_str (p, errno_name (r->would_deny));
+    *p++ = '"';
+  }
   return put_result (p, r->result);
 }
 
@@ -203,6 +208,7 @@ struct text {
   const char *file, *new_file;
   const char *const *files;
   uint64_t position, length;    /* unattributed: where */
+  int would_deny;
 };
 
 static void
@@ -218,6 +224,7 @@ text_init (struct text *t)
   t->file = t->new_file = NULL;
   t->files = NULL;
   t->position = t->length = 0;
+  t->would_deny = 0;
 }
 
 /* Room for N more bytes (and a NUL); false once out of memory. */
@@ -340,6 +347,8 @@ text_take (struct log_batch *b, struct text *t, int result)
     r->names_len = names_len;
     r->position = t->position;
     r->length = t->length;
+    r->would_deny = t->would_deny > 0 && t->would_deny < 256
+      ? (uint8_t) t->would_deny : 0;
   }
   if (t->buf != t->small)
     free (t->buf);
@@ -513,6 +522,10 @@ log_change (struct log_batch *b, const struct fsevent_change *ev)
   text_u64 (&t, "partition", ev->partition);
   if (ev->sequence)
     text_u64 (&t, "sequence", ev->sequence);
+  if (ev->would_deny) {
+    text_str (&t, "would_deny", errno_name (ev->would_deny));
+    t.would_deny = ev->would_deny;
+  }
   text_done (b, &t, result);
 }
 

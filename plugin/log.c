@@ -551,6 +551,8 @@ log_event (struct log_batch *b, const struct fsevent_write *ev)
   r->bytes_written = ev->bytes_written;
   r->connection = ev->handle_info ? ev->handle_info->connection_id : 0;
   r->sequence = ev->sequence;
+  r->would_deny = ev->would_deny > 0 && ev->would_deny < 256
+    ? (uint8_t) ev->would_deny : 0;
 
   /* The names: file_name, then every path when there are several. */
   const char *const *all = ev->file_names;
