@@ -31,6 +31,7 @@
 #include "handlers.h"
 #include "locks.h"
 #include "log.h"
+#include "log-format.h"
 #include "volumes.h"
 #include "watch.h"
 #include "writes.h"
@@ -126,6 +127,8 @@ lock_event (struct cconn *c, struct fsevent_lock *ev, bool unlock,
 {
   struct log_batch lb;
   ev->phase = phase;
+  if (phase == FSEVENT_AFTER)
+    writes_count_events (unlock ? 9 : 8, 1);
   handlers_lock (ev, unlock);
   log_batch_init (&lb);
   log_lock (&lb, ev, unlock);
@@ -393,8 +396,14 @@ cmd_stats (struct cconn *c)
       reply (c, "transactions_not_followed %" PRIu64, not_followed) ||
       reply (c, "pending_bytes %" PRIu64, pending) ||
       reply (c, "unattributed_bytes %" PRIu64, unattributed) ||
-      reply (c, "locks %" PRIu64, locks_count ()))
+      reply (c, "locks %" PRIu64, locks_count ()) ||
+      reply (c, "requests %" PRIu64, writes_requests ()) ||
+      reply (c, "watchers %u", watch_count ()))
     return -1;
+  for (unsigned k = 0; k < WRITES_EVENT_KINDS; k++)
+    if (reply (c, "events_%s %" PRIu64, log_event_type_name (k),
+               writes_event_count (k)))
+      return -1;
   return reply (c, "OK");
 }
 

@@ -66,6 +66,12 @@ watch_active (void)
   return __atomic_load_n (&nwatchers, __ATOMIC_RELAXED) != 0;
 }
 
+unsigned
+watch_count (void)
+{
+  return __atomic_load_n (&nwatchers, __ATOMIC_RELAXED);
+}
+
 /* --- Filters. --- */
 
 static bool
@@ -375,6 +381,17 @@ parse_args (struct watcher *w, char *args, const char **why)
         w->events |= UINT32_C (1) << lev;
       }
     }
+    else if (strncmp (tok, "buffer=", 7) == 0) {
+      char *end;
+      errno = 0;
+      unsigned long long n = strtoull (tok + 7, &end, 10);
+      if (errno || *end || end == tok + 7 || n < 4096 ||
+          n > WATCH_BUFFER_MAX) {
+        *why = "buffer=BYTES: from 4096 to 67108864";
+        return -1;
+      }
+      w->limit = n;
+    }
     else if (strcmp (tok, "format=json") == 0)
       w->text = false;
     else if (strcmp (tok, "format=text") == 0)
@@ -399,7 +416,8 @@ parse_args (struct watcher *w, char *args, const char **why)
     }
     else {
       *why = "usage: WATCH [partition=N] [events=TYPE,...] "
-        "[format=json|text] [GLOB...] (globs start with '/')";
+        "[format=json|text] [buffer=BYTES] [GLOB...] "
+        "(globs start with '/')";
       return -1;
     }
   }
@@ -417,13 +435,13 @@ watch_serve (int fd, int stop_fd, char *args)
     return -1;
   w->partition = -1;
   w->wake[0] = w->wake[1] = -1;
+  w->limit = fsevent_debug_watch_buffer > 0
+    ? (size_t) fsevent_debug_watch_buffer : WATCH_BUFFER;
   const char *why = NULL;
   if (parse_args (w, args, &why) == -1)
     return refuse (fd, w, why);
   if (pipe2 (w->wake, O_CLOEXEC | O_NONBLOCK) == -1)
     return refuse (fd, w, "cannot make a pipe");
-  w->limit = fsevent_debug_watch_buffer > 0
-    ? (size_t) fsevent_debug_watch_buffer : WATCH_BUFFER;
 
   pthread_mutex_lock (&wlock);
   w->next = watchers;

@@ -14,10 +14,14 @@
  * dropped (and counted); -D fsevent.watch_buffer=N changes it (tests).
  */
 #define WATCH_BUFFER (1024 * 1024)
+/* What WATCH buffer=BYTES may ask for. */
+#define WATCH_BUFFER_MAX (64 * 1024 * 1024)
 extern int fsevent_debug_watch_buffer;
 
 /* Is anybody watching?  (One atomic load: the request path asks.) */
 extern bool watch_active (void);
+/* How many. */
+extern unsigned watch_count (void);
 
 /* The log's hook (log_commit): number the batch's LINES lines from
  * *NEXT_SEQ (an atomic add, in the order watchers see them) and give

@@ -10,7 +10,7 @@
 #     (only the lock events of an fsevent-ctl lock), --partition 1 on a
 #     bare filesystem (nothing).
 #  3. A stalled watcher (connects, asks, never reads) with a 16 KiB
-#     buffer (-D fsevent.watch_buffer=16384): 3000 writes still finish
+#     buffer (WATCH buffer=16384): 3000 writes still finish
 #     in time; when it reads at last it gets one {"dropped":N} line, and
 #     its lines plus N are every decided event.
 #  4. A watcher that disconnects mid-stream: nbdkit cleans it up (its
@@ -47,7 +47,7 @@ export A P SOCK="$d/sock" CTL="$d/ctl"
 
 start_nbdkit "$d/sock" "$d/pid" -f -v "$plugin" "$d/disk.img" \
     control="$d/ctl" log="$d/log.jsonl" protect='/etc/**' \
-    -D fsevent.watch_buffer=16384 2>"$d/nbdkit.err" &
+    2>"$d/nbdkit.err" &
 for (( i = 0; i < 100; i++ )); do [ -S "$d/ctl" ] && break; sleep 0.1; done
 [ -S "$d/ctl" ] || fail "no control socket"
 
@@ -72,7 +72,7 @@ mode, out = sys.argv[1], sys.argv[2]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 s.connect(os.environ["CTL"])
-s.sendall(b"WATCH\n")
+s.sendall(b"WATCH buffer=16384\n" if mode == "stalled" else b"WATCH\n")
 f = s.makefile("rb")
 assert f.readline() == b"OK\n"
 open(out + ".ready", "w").close()
@@ -139,7 +139,7 @@ wait $stall_pid || fail "the stalled watcher failed"
 "$ctl" "$d/ctl" stats --prometheus > "$d/prom" || fail "stats --prometheus"
 
 # Bad arguments.
-for bad in "--event nosuch" "--partition x" "relative/glob"; do
+for bad in "--event nosuch" "--partition x" "relative/glob" "--buffer 1K"; do
     if "$ctl" "$d/ctl" watch $bad > "$d/bad.out" 2>&1; then
         fail "watch $bad succeeded"
     fi
@@ -169,6 +169,9 @@ assert any(json.loads(l).get("phase") == "before" for l in log)
 w1 = open(d + "/w1").readlines()
 w2 = open(d + "/w2").readlines()
 print(len(log), "log lines,", len(decided), "decided,", len(w1), "watched")
+if w1 != decided:
+    import difflib
+    sys.stdout.writelines(list(difflib.unified_diff(decided, w1, "log", "w1"))[:40])
 assert w1 == decided, "watcher 1 differs from the log's decided lines"
 assert w2 == decided, "watcher 2 differs from the log's decided lines"
 writes = [json.loads(l) for l in decided if json.loads(l)["event"] == "write"]
@@ -217,6 +220,13 @@ print(samples)
 assert samples["fsevent_events_total"] >= 3031
 assert samples["fsevent_vetoes_total"] == 21
 assert samples["fsevent_locks"] == 0
+assert samples["fsevent_requests_total"] >= 3031
+assert samples["fsevent_events_write_total"] == 3031
+assert samples["fsevent_events_lock_total"] == 1
+assert samples["fsevent_events_unlock_total"] == 1
+assert samples["fsevent_events_rename_total"] == 0
+assert 5 <= samples["fsevent_watchers"] <= 6
+assert "# TYPE fsevent_watchers gauge" in prom
 EOF
 
 # 5. Without log=.

@@ -65,7 +65,8 @@ usage (FILE *f)
            "  stats [--prometheus]\n"
            "                   print the plugin's counters (in Prometheus's\n"
            "                   text exposition format)\n"
-           "  watch [--partition N] [--event TYPE,...] [--format=json|text] [GLOB...]\n"
+           "  watch [--partition N] [--event TYPE,...] [--format=json|text]\n"
+           "        [--buffer SIZE] [GLOB...]\n"
            "                   print decided events as they happen, one line each\n"
            "  cat PATH         write PATH's committed content to stdout\n"
            "\n"
@@ -884,6 +885,7 @@ cmd_watch (int argc, char **argv)
     { "event", required_argument, NULL, 'e' },
     { "events", required_argument, NULL, 'e' },
     { "format", required_argument, NULL, 'f' },
+    { "buffer", required_argument, NULL, 'b' },
     { NULL, 0, NULL, 0 }
   };
   char req[MAX_LINE], line[MAX_LINE];
@@ -893,8 +895,18 @@ cmd_watch (int argc, char **argv)
   int opt;
 
   optind = 0;                   /* argv[0] is the first argument */
-  while ((opt = getopt_long (argc + 1, argv - 1, "+p:e:f:", opts, NULL)) != -1) {
+  while ((opt = getopt_long (argc + 1, argv - 1, "+p:e:f:b:", opts, NULL)) != -1) {
     switch (opt) {
+    case 'b': {
+      int64_t bytes;
+      if (parse_size (optarg, &bytes) == -1 || bytes < 4096 ||
+          bytes > 64 * 1024 * 1024) {
+        say ("watch: --buffer is from 4K to 64M bytes");
+        return EXIT_USAGE;
+      }
+      n += snprintf (req + n, sizeof req - n, " buffer=%" PRId64, bytes);
+      break;
+    }
     case 'p': {
       uint64_t part;
       if (parse_u64 (optarg, &part) == -1 || part > 9999) {
