@@ -454,6 +454,8 @@ watch_serve (int fd, int stop_fd, char *args)
   char *out = NULL;
   size_t out_cap = 0, out_len = 0, out_off = 0;
   bool ok = send_str (fd, "OK\n") == 0;
+  bool stopping = false;
+  struct timespec until = { 0 };
   while (ok) {
     if (out_off == out_len) {
       /* Take what is queued: swap buffers. */
@@ -489,18 +491,38 @@ watch_serve (int fd, int stop_fd, char *args)
       out_off = 0;
       pthread_mutex_unlock (&wlock);
     }
+    int timeout = -1;
+    if (stopping) {
+      /* nbdkit is going: what is queued goes out if the peer takes it
+       * within half a second (control_stop waits a second for us).
+       */
+      struct timespec now;
+      clock_gettime (CLOCK_MONOTONIC, &now);
+      timeout = (int) ((until.tv_sec - now.tv_sec) * 1000 +
+                       (until.tv_nsec - now.tv_nsec) / 1000000);
+      if (out_off == out_len || timeout <= 0)
+        break;
+    }
     struct pollfd pfd[3] = {
       { .fd = fd, .events = POLLIN | (out_off < out_len ? POLLOUT : 0) },
       { .fd = w->wake[0], .events = POLLIN },
       { .fd = stop_fd, .events = POLLIN },
     };
-    if (poll (pfd, 3, -1) == -1) {
+    if (poll (pfd, stopping ? 1 : 3, timeout) == -1) {
       if (errno == EINTR)
         continue;
       break;
     }
-    if (pfd[2].revents)
-      break;
+    if (!stopping && pfd[2].revents) {
+      stopping = true;
+      clock_gettime (CLOCK_MONOTONIC, &until);
+      until.tv_nsec += 500000000;
+      if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+      }
+      continue;
+    }
     if (pfd[0].revents & (POLLHUP | POLLERR))
       break;
     if (pfd[0].revents & POLLIN) {
