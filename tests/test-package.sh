@@ -11,10 +11,15 @@
 source ./functions.sh
 set -x
 
+# Never inside the package build that scripts/test-package runs.
+if [ -n "${FSEVENT_PACKAGE_TEST:-}" ]; then
+    echo "SKIP: $0: inside scripts/test-package's own build" >&2
+    exit 77
+fi
 requires_root
 requires dpkg-buildpackage --version
 requires lintian --version
-requires dh --version
+requires test -x /usr/bin/dh
 requires apt-get --version
 requires nbdinfo --version
 requires systemd-analyze --version
