@@ -89,6 +89,7 @@ cc -Wall -Werror -I"$top_srcdir/include" -shared -fPIC -o "$d/audit.so" "$d/audi
 nbdkit_pid='' fuse_pid='' dev='' mounted=''
 cleanup_fn 'guest_down >/dev/null 2>&1'
 cleanup_fn '[ -n "${watch_pid:-}" ] && kill $watch_pid 2>/dev/null'
+cleanup_fn '[ -n "${watch2_pid:-}" ] && kill $watch2_pid 2>/dev/null'
 
 # attempt NAME KIND CHECK COMMAND: KIND is the event that must carry
 # would_deny (on /etc/secret, or a directory above it for a rename);
@@ -103,6 +104,8 @@ attempt ()
         protect=/etc/secret protect-mode=audit log="$d/log" \
         control="$d/ctl" handler="$d/audit.so" audit.out="$d/handler.out"
     "$ctl" "$d/ctl" watch > "$d/watch" & watch_pid=$!
+    "$ctl" "$d/ctl" watch --format=text --event "$kind" '/etc/**' > "$d/watch.txt" &
+    watch2_pid=$!
     sleep 0.3
     (cd "$mnt" && eval "$cmd") || fail "$name: the command failed"
     sync -f "$mnt" || fail "$name: sync -f failed"
@@ -111,7 +114,8 @@ attempt ()
     case ",$opts," in *,ro,*) fail "$name: the guest went read-only" ;; esac
     guest_down
     wait $watch_pid || :
-    watch_pid=
+    wait $watch2_pid || :
+    watch_pid= watch2_pid=
     [ "$umount_rc" = 0 ] || fail "$name: umount failed"
     [ "$nbdkit_rc" = 0 ] || fail "$name: nbdkit exited with $nbdkit_rc"
     ! grep -Eq "I/O error|Aborting journal|EXT4-fs error" "$d/kmsg" ||
@@ -120,6 +124,11 @@ attempt ()
     e2fsck -E journal_only -y "$r" >/dev/null 2>&1 || :
     e2fsck -fn "$r" || fail "$name: e2fsck -fn"
     eval "$check" || fail "$name: the change is not on the image"
+    # The text watcher: "TIME KIND FILE[ -> NEW][ POS+LEN] ok would_deny=EPERM".
+    cat "$d/watch.txt"
+    grep -Eq "^[0-9:.]+ $kind /etc[^ ]*( -> [^ ]+)?( [0-9]+\+[0-9]+)? ok would_deny=EPERM\$" \
+        "$d/watch.txt" || fail "$name: no text watch line with would_deny"
+    ! grep -v " $kind " "$d/watch.txt" || fail "$name: --event $kind let other kinds through"
     "$py" - "$d/log" "$d/watch" "$d/handler.out" "$kind" <<'EOF' ||
 import json, sys
 log, watch, hout, kind = sys.argv[1:5]
