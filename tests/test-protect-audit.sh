@@ -86,6 +86,15 @@ FSEVENT_REGISTER_HANDLER (handler)
 EOF
 cc -Wall -Werror -I"$top_srcdir/include" -shared -fPIC -o "$d/audit.so" "$d/audit.c"
 
+# And a script= handler: what its after phases see of FSEVENT_WOULD_DENY.
+cat > "$d/script.sh" <<EOF
+#!/bin/sh
+case "\$1" in after_*) echo "\$1 \$2 \${FSEVENT_WOULD_DENY:-none}" >> "$d/script.out" ;; esac
+cat > /dev/null
+exit 2
+EOF
+chmod +x "$d/script.sh"
+
 nbdkit_pid='' fuse_pid='' dev='' mounted=''
 cleanup_fn 'guest_down >/dev/null 2>&1'
 cleanup_fn '[ -n "${watch_pid:-}" ] && kill $watch_pid 2>/dev/null'
@@ -99,10 +108,11 @@ attempt ()
     local name="$1" kind="$2" check="$3" cmd="$4" r="$d/replayed.img"
     echo "=== $name: $cmd"
     cp --sparse=always "$pristine" "$img"
-    rm -f "$d/log" "$d/handler.out" "$d/watch"
+    rm -f "$d/log" "$d/handler.out" "$d/watch" "$d/script.out"
     guest_name="$name" guest_up_with "" "$plugin" "$img" \
         protect=/etc/secret protect-mode=audit log="$d/log" \
-        control="$d/ctl" handler="$d/audit.so" audit.out="$d/handler.out"
+        control="$d/ctl" handler="$d/audit.so" audit.out="$d/handler.out" \
+        script="$d/script.sh"
     "$ctl" "$d/ctl" watch > "$d/watch" & watch_pid=$!
     "$ctl" "$d/ctl" watch --format=text --event "$kind" '/etc/**' > "$d/watch.txt" &
     watch2_pid=$!
@@ -129,6 +139,10 @@ attempt ()
     grep -Eq "^[0-9:.]+ $kind /etc[^ ]*( -> [^ ]+)?( [0-9]+\+[0-9]+)? ok would_deny=EPERM\$" \
         "$d/watch.txt" || fail "$name: no text watch line with would_deny"
     ! grep -v " $kind " "$d/watch.txt" || fail "$name: --event $kind let other kinds through"
+    grep -Eq "^after_$kind /etc[^ ]* EPERM\$" "$d/script.out" ||
+        { cat "$d/script.out"; fail "$name: script= saw no FSEVENT_WOULD_DENY"; }
+    ! grep -Eq "^after_[a-z_]+ /(data|etc/other)[^ ]* EPERM\$" "$d/script.out" ||
+        fail "$name: FSEVENT_WOULD_DENY on an unprotected file"
     "$py" - "$d/log" "$d/watch" "$d/handler.out" "$kind" <<'EOF' ||
 import json, sys
 log, watch, hout, kind = sys.argv[1:5]
