@@ -50,11 +50,16 @@ writes_count_events (unsigned kind, uint64_t n)
     __atomic_fetch_add (&nkind[kind], n, __ATOMIC_RELAXED);
 }
 
+/* In-place write events are counted in nevents (no second atomic add
+ * per request); nkind[0] has those decided at commits.
+ */
 uint64_t
 writes_event_count (unsigned kind)
 {
-  return kind < WRITES_EVENT_KINDS
-    ? __atomic_load_n (&nkind[kind], __ATOMIC_RELAXED) : 0;
+  if (kind >= WRITES_EVENT_KINDS)
+    return 0;
+  return __atomic_load_n (&nkind[kind], __ATOMIC_RELAXED) +
+    (kind == 0 ? writes_events () : 0);
 }
 
 static struct device *device;
@@ -414,8 +419,6 @@ handle_parts (struct conn *conn, const struct io *io, struct part *parts,
   for (size_t i = 0; i < n; i++)
     ndecided += parts[i].decided;
   __atomic_fetch_add (&nevents, ndecided, __ATOMIC_RELAXED);
-  if (ndecided)
-    writes_count_events (0, ndecided);
   if (veto) {
     __atomic_fetch_add (&nvetoes, 1, __ATOMIC_RELAXED);
     r = -1;
