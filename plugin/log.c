@@ -55,6 +55,7 @@ struct slot {
   uint64_t ready;               /* the seq whose record this slot holds */
   struct log_rec rec;
 } __attribute__ ((aligned (64)));
+_Static_assert (sizeof (struct slot) == 192, "a slot is 3 cache lines");
 static struct slot *ring;
 
 /* Each written often by one side and read by the other: a cache line
