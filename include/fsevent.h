@@ -26,8 +26,17 @@ extern "C" {
  * and the transaction sequence in write events.
  * 1.2: lock and unlock events (before_lock/after_lock,
  * before_unlock/after_unlock).
+ * 1.3: would_deny in write and change events (protect-mode=audit).
  */
-#define FSEVENT_API_MINOR 2
+#define FSEVENT_API_MINOR 3
+
+/* Does the plugin's event EV have FIELD?  Fields added after 1.0 are
+ * read only when this is true: a plugin older than the handler passes
+ * smaller structures (struct_size says how big).
+ */
+#define FSEVENT_HAS_FIELD(ev, field) \
+  ((ev)->struct_size >= offsetof (__typeof__ (*(ev)), field) + \
+   sizeof ((ev)->field))
 
 enum fsevent_phase {
   FSEVENT_BEFORE = 0,          /* decided before the change is committed */
@@ -88,6 +97,12 @@ struct fsevent_write {
   const struct fsevent_handle_info *handle_info;
   /* 1.1: the jbd2 transaction (commit, journal), 0 for inplace. */
   uint64_t sequence;
+  /* 1.3: with protect-mode=audit, the errno (EPERM) that protect=
+   * would have vetoed this event with; 0 otherwise.  Set in the before
+   * phase (seen by the handlers after protect= in the chain) and kept
+   * in the after phase.  Check FSEVENT_HAS_FIELD (ev, would_deny).
+   */
+  int would_deny;
 };
 
 /* 1.1: namespace and attribute changes, decided at the journal commit
@@ -152,6 +167,8 @@ struct fsevent_change {
   void **file_context;
   void **handle_context;       /* of the connection that wrote the commit */
   const struct fsevent_handle_info *handle_info;
+  /* 1.3: as in struct fsevent_write. */
+  int would_deny;
 };
 
 /* 1.2: a byte-range lock taken or released by a host tool through the

@@ -6,6 +6,8 @@
 
 /* protect=GLOB (repeatable): deny every change to a matching path. */
 extern int protect_add (const char *glob);
+/* protect-mode=enforce|audit. */
+extern int protect_set_mode (const char *mode);
 /* Every protect=N:GLOB names a followed partition (after start-up). */
 extern int protect_check_partitions (bool (*followed) (unsigned));
 extern const struct fsevent_handler protect_handler;

@@ -31,7 +31,9 @@
 #include "handlers.h"
 #include "locks.h"
 #include "log.h"
+#include "log-format.h"
 #include "volumes.h"
+#include "watch.h"
 #include "writes.h"
 
 #define MAX_LINE 4096
@@ -125,6 +127,8 @@ lock_event (struct cconn *c, struct fsevent_lock *ev, bool unlock,
 {
   struct log_batch lb;
   ev->phase = phase;
+  if (phase == FSEVENT_AFTER)
+    writes_count_events (unlock ? 9 : 8, 1);
   handlers_lock (ev, unlock);
   log_batch_init (&lb);
   log_lock (&lb, ev, unlock);
@@ -392,8 +396,14 @@ cmd_stats (struct cconn *c)
       reply (c, "transactions_not_followed %" PRIu64, not_followed) ||
       reply (c, "pending_bytes %" PRIu64, pending) ||
       reply (c, "unattributed_bytes %" PRIu64, unattributed) ||
-      reply (c, "locks %" PRIu64, locks_count ()))
+      reply (c, "locks %" PRIu64, locks_count ()) ||
+      reply (c, "requests %" PRIu64, writes_requests ()) ||
+      reply (c, "watchers %u", watch_count ()))
     return -1;
+  for (unsigned k = 0; k < WRITES_EVENT_KINDS; k++)
+    if (reply (c, "events_%s %" PRIu64, log_event_type_name (k),
+               writes_event_count (k)))
+      return -1;
   /* Per volume: how long commit points held its model exclusively, and
    * how the model followed them (in place, or by a full scan).
    */
@@ -462,6 +472,9 @@ dispatch (struct cconn *c, char *line)
     return cmd_stats (c);
   if (strncmp (line, "CAT ", 4) == 0)
     return cmd_cat (c, line + 4);
+  /* The connection streams events from here on, until it closes. */
+  if (strcmp (line, "WATCH") == 0 || strncmp (line, "WATCH ", 6) == 0)
+    return watch_serve (c->fd, stop_pipe[0], line + 5);
   return reply_err (c, EINVAL, "unknown command");
 }
 

@@ -44,6 +44,8 @@ engine_config (const char *key, const char *value)
     added = true;
     return protect_add (value);
   }
+  if (strcmp (key, "protect-mode") == 0)
+    return protect_set_mode (value);
   if (strcmp (key, "script") == 0) {
     if (script_set (value) == -1)
       return -1;

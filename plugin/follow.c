@@ -1924,6 +1924,7 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
 
   for (size_t i = 0; i < p->decided; i++) {
     struct item *it = &p->items[i];
+    writes_count_events (it->is_change ? 1 + (unsigned) it->c.kind : 0, 1);
     if (it->is_change) {
       it->c.phase = FSEVENT_AFTER;
       it->c.status = status;

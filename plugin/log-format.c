@@ -187,6 +187,11 @@ log_format (char *p, uint64_t seq, const struct log_rec *r)
     p = PUTLIT (p, ",\"sequence\":");
     p = put_u64 (p, r->sequence);
   }
+  if (r->would_deny) {
+    p = PUTLIT (p, ",\"would_deny\":\"");
+    p = put_str (p, errno_name (r->would_deny));
+    *p++ = '"';
+  }
   return put_result (p, r->result);
 }
 
@@ -197,6 +202,13 @@ struct text {
   size_t len, cap;
   bool oom;
   char small[1024];
+  /* For watchers (watch.c): what the line is about. */
+  uint8_t event, phase;
+  unsigned partition;
+  const char *file, *new_file;
+  const char *const *files;
+  uint64_t position, length;    /* unattributed: where */
+  int would_deny;
 };
 
 static void
@@ -206,6 +218,13 @@ text_init (struct text *t)
   t->len = 0;
   t->cap = sizeof t->small;
   t->oom = false;
+  t->event = LEV_LOST;
+  t->phase = LOG_NO_PHASE;
+  t->partition = 0;
+  t->file = t->new_file = NULL;
+  t->files = NULL;
+  t->position = t->length = 0;
+  t->would_deny = 0;
 }
 
 /* Room for N more bytes (and a NUL); false once out of memory. */
@@ -258,9 +277,14 @@ text_u64 (struct text *t, const char *key, uint64_t v)
 
 /* "time":...,"event":NAME[,"phase":...][,"file":...,"paths":[...]] */
 static void
-text_head (struct text *t, const char *name, int phase,
+text_head (struct text *t, unsigned lev, int phase,
            const char *file, const char *const *files)
 {
+  const char *name = log_event_type_name (lev);
+  t->event = lev;
+  t->phase = phase < 0 ? LOG_NO_PHASE : (uint8_t) phase;
+  t->file = file;
+  t->files = files;
   struct timespec ts;
   clock_gettime (CLOCK_REALTIME, &ts);
   if (text_room (t, 64))
@@ -288,16 +312,44 @@ text_head (struct text *t, const char *name, int phase,
   }
 }
 
-/* Hands the finished line to the batch. */
+/* Hands the finished line to the batch; after its NUL come the names a
+ * watcher's globs match: the file (or ""), the new file (or ""), then
+ * every path when there are several.
+ */
 static void
-text_take (struct log_batch *b, struct text *t)
+text_take (struct log_batch *b, struct text *t, int result)
 {
-  char *line = t->oom ? NULL : malloc (t->len + 1);
+  const char *fixed[2] = { t->file ? t->file : "",
+                           t->new_file ? t->new_file : "" };
+  size_t nfiles = 0, names_len = strlen (fixed[0]) + strlen (fixed[1]) + 2;
+  if (t->files && t->files[0] && t->files[1])
+    for (; t->files[nfiles]; nfiles++)
+      names_len += strlen (t->files[nfiles]) + 1;
+  char *line = t->oom ? NULL : malloc (t->len + 1 + names_len);
   if (line) {
     memcpy (line, t->buf, t->len);
     line[t->len] = '\0';
+    char *p = line + t->len + 1;
+    for (size_t i = 0; i < 2 + nfiles; i++) {
+      const char *s = i < 2 ? fixed[i] : t->files[i - 2];
+      size_t n = strlen (s) + 1;
+      memcpy (p, s, n);
+      p += n;
+    }
   }
-  log_add_text (b, line);
+  struct log_rec *r = log_add_text (b, line);
+  if (r) {
+    r->event = t->event;
+    r->phase = t->phase;
+    r->partition = t->partition;
+    r->result = result;
+    r->nnames = 2 + nfiles;
+    r->names_len = names_len;
+    r->position = t->position;
+    r->length = t->length;
+    r->would_deny = t->would_deny > 0 && t->would_deny < 256
+      ? (uint8_t) t->would_deny : 0;
+  }
   if (t->buf != t->small)
     free (t->buf);
 }
@@ -308,13 +360,27 @@ text_done (struct log_batch *b, struct text *t, int result)
 {
   if (text_room (t, 64))
     t->len = put_result (t->buf + t->len, result) - t->buf;
-  text_take (b, t);
+  text_take (b, t, result);
 }
 
 static const char *const change_names[] = {
   "create", "delete", "link", "unlink", "rename", "set_size",
   "set_attributes",
 };
+
+const char *
+log_event_type_name (unsigned lev)
+{
+  static const char *const others[] = { "lock", "unlock", "unattributed",
+                                        "lost" };
+  if (lev == LEV_WRITE)
+    return "write";
+  if (lev >= LEV_CHANGE && lev < LEV_LOCK)
+    return change_names[lev - LEV_CHANGE];
+  if (lev < LEV_COUNT)
+    return others[lev - LEV_LOCK];
+  return NULL;
+}
 
 const char *
 log_change_name (enum fsevent_change_kind k)
@@ -384,7 +450,7 @@ text_time (struct text *t, const char *key, const struct fsevent_time *ft)
 void
 log_change (struct log_batch *b, const struct fsevent_change *ev)
 {
-  if (!log_enabled ())
+  if (!log_wanted ())
     return;
   int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
   const struct fsevent_attributes *a = &ev->attributes;
@@ -392,8 +458,10 @@ log_change (struct log_batch *b, const struct fsevent_change *ev)
   struct text t;
 
   text_init (&t);
-  text_head (&t, log_change_name (ev->kind), (int) ev->phase, ev->file_name,
-             ev->file_names);
+  text_head (&t, (unsigned) ev->kind < 7 ? LEV_CHANGE + ev->kind : LEV_LOST,
+             (int) ev->phase, ev->file_name, ev->file_names);
+  t.new_file = ev->new_file_name;
+  t.partition = ev->partition;
   if (ev->new_file_name) {
     PUT (&t, ",\"new_file\":");
     text_string (&t, ev->new_file_name);
@@ -454,20 +522,25 @@ log_change (struct log_batch *b, const struct fsevent_change *ev)
   text_u64 (&t, "partition", ev->partition);
   if (ev->sequence)
     text_u64 (&t, "sequence", ev->sequence);
+  if (ev->would_deny) {
+    text_str (&t, "would_deny", errno_name (ev->would_deny));
+    t.would_deny = ev->would_deny;
+  }
   text_done (b, &t, result);
 }
 
 void
 log_lock (struct log_batch *b, const struct fsevent_lock *ev, bool unlock)
 {
-  if (!log_enabled ())
+  if (!log_wanted ())
     return;
   int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
   struct text t;
 
   text_init (&t);
-  text_head (&t, unlock ? "unlock" : "lock", (int) ev->phase, ev->file_name,
-             ev->file_names);
+  text_head (&t, unlock ? LEV_UNLOCK : LEV_LOCK, (int) ev->phase,
+             ev->file_name, ev->file_names);
+  t.partition = ev->partition;
   text_u64 (&t, "ino", ev->ino);
   text_u64 (&t, "offset", ev->byte_offset);
   if (ev->length < 0)
@@ -489,19 +562,22 @@ void
 log_unattributed (struct log_batch *b, unsigned partition, uint64_t offset,
                   uint64_t length, const char *reason)
 {
-  if (!log_enabled ())
+  if (!log_wanted ())
     return;
   struct text t;
 
   text_init (&t);
-  text_head (&t, "unattributed", -1, NULL, NULL);
+  text_head (&t, LEV_UNATTRIBUTED, -1, NULL, NULL);
+  t.partition = partition;
+  t.position = offset;
+  t.length = length;
   text_u64 (&t, "partition", partition);
   text_u64 (&t, "device_offset", offset);
   text_u64 (&t, "length", length);
   text_str (&t, "reason", reason);
   /* No result: this is a record of what happened, not a decision. */
   PUT (&t, "}\n");
-  text_take (b, &t);
+  text_take (b, &t, 0);
 }
 
 void

@@ -11,13 +11,27 @@
 
 enum { REC_WRITE, REC_TEXT, REC_LOST };     /* struct log_rec kind */
 
+/* struct log_rec event: what a line is about (watchers filter on it). */
+enum {
+  LEV_WRITE = 0,
+  LEV_CHANGE = 1,               /* + enum fsevent_change_kind (7 kinds) */
+  LEV_LOCK = 8, LEV_UNLOCK, LEV_UNATTRIBUTED, LEV_LOST,
+  LEV_COUNT
+};
+/* struct log_rec phase of a line that is no decision (unattributed). */
+#define LOG_NO_PHASE 255
+
+/* "write", "create", ..., "unattributed", "lost"; NULL if out of range. */
+extern const char *log_event_type_name (unsigned lev);
+
 /* The most bytes log_format can write for R. */
 extern size_t log_format_room (const struct log_rec *r);
 /* Format R as line SEQ at P; returns the end. */
 extern char *log_format (char *p, uint64_t seq, const struct log_rec *r);
 /* Queue a line formatted on the request path (malloc'd, no seq), or
- * count it lost if LINE is NULL.
+ * count it lost if LINE is NULL.  Returns its record (to fill in the
+ * event, phase, result, partition and names after the line) or NULL.
  */
-extern void log_add_text (struct log_batch *b, char *line);
+extern struct log_rec *log_add_text (struct log_batch *b, char *line);
 
 #endif

@@ -39,6 +39,7 @@
 
 #include "log.h"
 #include "log-format.h"
+#include "watch.h"
 
 static int fd = -1;
 static void syncer_start (void);
@@ -56,6 +57,7 @@ struct slot {
   uint64_t ready;               /* the seq whose record this slot holds */
   struct log_rec rec;
 } __attribute__ ((aligned (64)));
+_Static_assert (sizeof (struct slot) == 192, "a slot is 3 cache lines");
 static struct slot *ring;
 
 /* Each written often by one side and read by the other: a cache line
@@ -130,6 +132,12 @@ bool
 log_enabled (void)
 {
   return fd >= 0;
+}
+
+bool
+log_wanted (void)
+{
+  return fd >= 0 || watch_active ();
 }
 
 static void
@@ -528,14 +536,31 @@ publish (uint64_t seq, const struct log_rec *r)
   __atomic_store_n (&s->ready, seq, __ATOMIC_RELEASE);
 }
 
+static void
+free_heaps (struct log_batch *b)
+{
+  for (size_t i = 0; i < b->n; i++)
+    free (b->recs[i].heap);
+}
+
 void
 log_commit (struct log_batch *b)
 {
-  if (fd < 0 || (b->n == 0 && b->lost == 0))
+  if (b->n == 0 && b->lost == 0)
     goto out;
 
   size_t lines = b->n + (b->lost > 0);
-  uint64_t seq = __atomic_fetch_add (&next_seq, lines, __ATOMIC_ACQ_REL);
+  uint64_t seq;
+  /* Watchers get their copy first (numbered in the same order), then
+   * the ring takes the records (and their heap parts) for the file.
+   */
+  if (!watch_active () ||
+      (seq = watch_batch (&next_seq, lines, b)) == 0)
+    seq = __atomic_fetch_add (&next_seq, lines, __ATOMIC_ACQ_REL);
+  if (fd < 0) {
+    free_heaps (b);
+    goto out;
+  }
   for (size_t i = 0; i < b->n; i++)
     publish (seq++, &b->recs[i]);
   if (b->lost) {
@@ -590,6 +615,8 @@ new_rec (struct log_batch *b, int kind)
   struct timespec ts;
   clock_gettime (CLOCK_REALTIME, &ts);
   r->kind = kind;
+  r->event = LEV_WRITE;
+  r->would_deny = 0;
   r->sec = ts.tv_sec;
   r->usec = ts.tv_nsec / 1000;
   r->heap = NULL;
@@ -607,7 +634,7 @@ lose_rec (struct log_batch *b)
 void
 log_event (struct log_batch *b, const struct fsevent_write *ev)
 {
-  if (fd < 0)
+  if (!log_wanted ())
     return;
   struct log_rec *r = new_rec (b, REC_WRITE);
   if (r == NULL)
@@ -623,6 +650,8 @@ log_event (struct log_batch *b, const struct fsevent_write *ev)
   r->bytes_written = ev->bytes_written;
   r->connection = ev->handle_info ? ev->handle_info->connection_id : 0;
   r->sequence = ev->sequence;
+  r->would_deny = ev->would_deny > 0 && ev->would_deny < 256
+    ? (uint8_t) ev->would_deny : 0;
 
   /* The names: file_name, then every path when there are several. */
   const char *const *all = ev->file_names;
@@ -663,7 +692,7 @@ log_event (struct log_batch *b, const struct fsevent_write *ev)
 /* A line formatted on the request path (log-format.c): LINE is
  * malloc'd, without its seq, or NULL when there was no memory for it.
  */
-void
+struct log_rec *
 log_add_text (struct log_batch *b, char *line)
 {
   struct log_rec *r = new_rec (b, REC_TEXT);
@@ -671,7 +700,9 @@ log_add_text (struct log_batch *b, char *line)
     free (line);
     if (r)
       lose_rec (b);
-    return;
+    return NULL;
   }
   r->heap = line;
+  r->nnames = r->names_len = 0;
+  return r;
 }

@@ -13,6 +13,8 @@ extern int log_open (const char *path);     /* "-" is stderr */
 extern int log_start (void);
 extern void log_close (void);
 extern bool log_enabled (void);
+/* log= is set or a watcher (watch.c) is listening: record events. */
+extern bool log_wanted (void);
 /* fdatasync the log (on NBD flush: acknowledged events are durable). */
 extern int log_sync (void);
 /* The same in two halves, so a flush can overlap the log's fdatasync
@@ -39,10 +41,13 @@ struct log_rec {
   uint32_t names_len;           /* bytes of the NUL-terminated names */
   int64_t sec;                  /* the time of the decision */
   uint32_t usec;
+  uint8_t event;                /* LEV_* (log-format.h), for watchers */
+  uint8_t would_deny;           /* protect-mode=audit: the errno, or 0 */
   uint64_t position;            /* REC_LOST: how many lines were lost */
   uint64_t length, bytes_written, connection, sequence;
-  char *heap;                   /* REC_TEXT: the line; REC_WRITE: names
-                                   longer than the inline space */
+  char *heap;                   /* REC_TEXT: the line, a NUL, then its
+                                   names (nnames, names_len); REC_WRITE:
+                                   names longer than the inline space */
   char names[LOG_NAMES_INLINE];
 };
 

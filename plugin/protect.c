@@ -27,6 +27,31 @@ struct glob {
 
 static struct glob *globs;
 static size_t nglobs;
+/* protect-mode=audit: decide as ever, but let the change through and
+ * mark the event (would_deny) instead of vetoing it.
+ */
+static bool audit;
+
+int
+protect_set_mode (const char *mode)
+{
+  if (strcmp (mode, "enforce") == 0 || strcmp (mode, "audit") == 0) {
+    audit = strcmp (mode, "audit") == 0;
+    return 0;
+  }
+  nbdkit_error ("protect-mode=%s: use enforce or audit", mode);
+  return -1;
+}
+
+/* The decision: a veto, or in audit mode a mark. */
+static void
+deny (int *result_code, int *would_deny)
+{
+  if (audit)
+    *would_deny = EPERM;
+  else
+    *result_code = EPERM;
+}
 
 int
 protect_add (const char *glob)
@@ -141,7 +166,7 @@ static int
 protect_before_write (struct fsevent_write *ev)
 {
   if (any_matches (ev->partition, ev->file_names, NULL, NULL))
-    ev->result_code = EPERM;
+    deny (&ev->result_code, &ev->would_deny);
   return 0;
 }
 
@@ -158,17 +183,18 @@ protect_before_change (struct fsevent_change *ev)
     return 0;
   if (any_matches (ev->partition, ev->file_names, ev->new_file_name,
                    ev->replaced_file_name))
-    ev->result_code = EPERM;
+    deny (&ev->result_code, &ev->would_deny);
   /* Moving a directory moves everything below it: a protected file
    * must not leave its path that way, nor arrive at one.
    */
   if (ev->kind == FSEVENT_RENAME && S_ISDIR (ev->old_attributes.mode))
-    for (size_t i = 0; i < nglobs && ev->result_code == 0; i++)
+    for (size_t i = 0; i < nglobs && ev->result_code == 0 &&
+           ev->would_deny == 0; i++)
       if ((globs[i].partition == 0 || globs[i].partition == ev->partition) &&
           (matches_below (&globs[i], ev->file_name) ||
            (ev->new_file_name &&
             matches_below (&globs[i], ev->new_file_name))))
-        ev->result_code = EPERM;
+        deny (&ev->result_code, &ev->would_deny);
   return 0;
 }
 

@@ -472,7 +472,7 @@ operation_name (enum fsevent_operation op)
 /* The variables we set; inherited ones of the same name are dropped. */
 static const char *const our_vars[] = {
   "FSEVENT_OPERATION=", "FSEVENT_PATHS=", "FSEVENT_CONNECTION=",
-  "FSEVENT_EXPORT_NAME=", "FSEVENT_PARTITION=",
+  "FSEVENT_EXPORT_NAME=", "FSEVENT_PARTITION=", "FSEVENT_WOULD_DENY=",
 };
 #define NR_VARS (sizeof our_vars / sizeof our_vars[0])
 
@@ -512,7 +512,8 @@ var (const char *fmt, ...)
 static int
 env_build (struct env *e, const char *file_name,
            const char *const *file_names, const char *operation,
-           const struct fsevent_handle_info *hi, unsigned partition)
+           const struct fsevent_handle_info *hi, unsigned partition,
+           int would_deny)
 {
   const char *name = file_name ? file_name : "";
   size_t n = 0, len = strlen (name) + 1;
@@ -540,8 +541,12 @@ env_build (struct env *e, const char *file_name,
                      hi->export_name ? hi->export_name : "");
   }
   e->own[4] = var ("FSEVENT_PARTITION=%u", partition);
+  /* protect-mode=audit: what protect= would have done. */
+  if (would_deny)
+    e->own[5] = var ("FSEVENT_WOULD_DENY=%s", errno_name (would_deny));
   if (e->own[0] == NULL || e->own[1] == NULL || e->own[4] == NULL ||
-      (hi && (e->own[2] == NULL || e->own[3] == NULL)))
+      (hi && (e->own[2] == NULL || e->own[3] == NULL)) ||
+      (would_deny && e->own[5] == NULL))
     goto err;
 
   for (char **v = environ; *v; v++)
@@ -610,7 +615,8 @@ static int
 run_event (char *const argv[], const char *file_name,
            const char *const *file_names, const char *operation,
            const struct fsevent_handle_info *hi, unsigned partition,
-           const void *data, uint64_t len, bool before, int *result_code)
+           int would_deny, const void *data, uint64_t len, bool before,
+           int *result_code)
 {
   const char *phase = argv[1];
   struct outcome *o;
@@ -622,7 +628,8 @@ run_event (char *const argv[], const char *file_name,
     nbdkit_error ("script %s %s: malloc: %m", script, phase);
     return -1;
   }
-  if (env_build (&e, file_name, file_names, operation, hi, partition) == -1) {
+  if (env_build (&e, file_name, file_names, operation, hi, partition,
+                 would_deny) == -1) {
     free (o);
     return -1;
   }
@@ -697,7 +704,8 @@ call (struct fsevent_write *ev, bool before)
   bool has_data = ev->operation == FSEVENT_OP_WRITE && ev->buffer != NULL;
   return run_event (argv, ev->file_name, ev->file_names,
                     operation_name (ev->operation), ev->handle_info,
-                    ev->partition, has_data ? ev->buffer : NULL,
+                    ev->partition, ev->would_deny,
+                    has_data ? ev->buffer : NULL,
                     has_data ? ev->bytes_to_write : 0, before,
                     &ev->result_code);
 }
@@ -774,7 +782,8 @@ call_change (struct fsevent_change *ev, bool before)
     argv[n++] = (char *) (ev->status ? errno_name (ev->status) : "0");
   argv[n] = NULL;
   return run_event (argv, ev->file_name, ev->file_names, kinds[ev->kind],
-                    ev->handle_info, ev->partition, NULL, 0, before,
+                    ev->handle_info, ev->partition, ev->would_deny,
+                    NULL, 0, before,
                     &ev->result_code);
 }
 
@@ -814,7 +823,7 @@ call_lock (struct fsevent_lock *ev, bool before, bool unlock)
   int ignored = 0;
   return run_event (argv, ev->file_name, ev->file_names,
                     unlock ? "unlock" : "lock", ev->handle_info,
-                    ev->partition, NULL, 0, before && !unlock,
+                    ev->partition, 0, NULL, 0, before && !unlock,
                     before && !unlock ? &ev->result_code : &ignored);
 }
 

@@ -36,9 +36,31 @@
 
 uint64_t writes_role_bytes[FSEV_ROLE_COUNT];
 static uint64_t nevents, nvetoes;
+static uint64_t nrequests;
+static uint64_t nkind[WRITES_EVENT_KINDS];
 
 uint64_t writes_events (void) { return __atomic_load_n (&nevents, __ATOMIC_RELAXED); }
 uint64_t writes_vetoes (void) { return __atomic_load_n (&nvetoes, __ATOMIC_RELAXED); }
+uint64_t writes_requests (void) { return __atomic_load_n (&nrequests, __ATOMIC_RELAXED); }
+
+void
+writes_count_events (unsigned kind, uint64_t n)
+{
+  if (kind < WRITES_EVENT_KINDS)
+    __atomic_fetch_add (&nkind[kind], n, __ATOMIC_RELAXED);
+}
+
+/* In-place write events are counted in nevents (no second atomic add
+ * per request); nkind[0] has those decided at commits.
+ */
+uint64_t
+writes_event_count (unsigned kind)
+{
+  if (kind >= WRITES_EVENT_KINDS)
+    return 0;
+  return __atomic_load_n (&nkind[kind], __ATOMIC_RELAXED) +
+    (kind == 0 ? writes_events () : 0);
+}
 
 static struct device *device;
 
@@ -357,6 +379,7 @@ static int handle_parts (struct conn *conn, const struct io *io,
 static int
 handle_request (struct conn *conn, const struct io *io)
 {
+  __atomic_fetch_add (&nrequests, 1, __ATOMIC_RELAXED);
   /* Nobody to tell (no handler, no log, no control socket), or no
    * followed filesystem here: serve like nbdkit file.
    */

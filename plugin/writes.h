@@ -34,6 +34,14 @@ extern void writes_log_stats (void);
 /* In-place write events decided, and requests vetoed, since start-up. */
 extern uint64_t writes_events (void);
 extern uint64_t writes_vetoes (void);
+/* Write, zero and trim requests since start-up. */
+extern uint64_t writes_requests (void);
+/* Decided events by kind: 0 write (in place and at commits), 1 + enum
+ * fsevent_change_kind, 8 lock, 9 unlock (as log-format.h's LEV_*).
+ */
+#define WRITES_EVENT_KINDS 10
+extern void writes_count_events (unsigned kind, uint64_t n);
+extern uint64_t writes_event_count (unsigned kind);
 
 /* Decide and write home every volume's held ext2 metadata (the guest
  * flushed): 0, or -1 with errno (a veto's, or why it could not).

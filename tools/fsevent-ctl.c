@@ -62,7 +62,12 @@ usage (FILE *f)
            "                   the background until it is unlocked\n"
            "  unlock ID        release lock ID\n"
            "  locks            list the locks held\n"
-           "  stats            print the plugin's counters\n"
+           "  stats [--prometheus]\n"
+           "                   print the plugin's counters (in Prometheus's\n"
+           "                   text exposition format)\n"
+           "  watch [--partition N] [--event TYPE,...] [--format=json|text]\n"
+           "        [--buffer SIZE] [GLOB...]\n"
+           "                   print decided events as they happen, one line each\n"
            "  cat PATH         write PATH's committed content to stdout\n"
            "\n"
            "LOCK-OPTIONS:\n"
@@ -743,8 +748,65 @@ cmd_locks (int argc, char **argv)
   return flush_stdout ();
 }
 
-/* stats: "NAME VALUE" lines, then "OK"; printed as they are, once the
- * whole reply has arrived and been checked.
+/* Is S a number Prometheus takes (decimal, optionally signed, with a
+ * fraction or exponent)?
+ */
+static bool
+is_number (const char *s)
+{
+  char *end;
+  if (*s == '\0')
+    return false;
+  errno = 0;
+  (void) strtod (s, &end);
+  return *end == '\0' && strspn (s, "0123456789+-.eE") == strlen (s);
+}
+
+/* The fields that only ever grow; every other is a gauge. */
+static bool
+is_counter (const char *name)
+{
+  static const char *const counters[] = {
+    "requests", "events", "vetoes", "transactions", "transactions_vetoed",
+    "transactions_not_followed", "unattributed_bytes",
+  };
+  for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
+    if (strcmp (name, counters[i]) == 0)
+      return true;
+  return strncmp (name, "events_", 7) == 0;
+}
+
+/* One field in the text exposition format: fsevent_NAME (anything but
+ * [a-zA-Z0-9_] made '_'), counters with _total.  Fields whose value is
+ * no number are left out.
+ */
+static int
+prometheus_field (FILE *f, const char *name, const char *value)
+{
+  char metric[MAX_LINE + 16];
+  size_t n = 0;
+  if (!is_number (value))
+    return 0;
+  n += snprintf (metric, sizeof metric, "fsevent_");
+  for (const char *p = name; *p && n < sizeof metric - 8; p++)
+    metric[n++] = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+      (*p >= '0' && *p <= '9') || *p == '_' ? *p : '_';
+  metric[n] = '\0';
+  bool counter = is_counter (name);
+  if (counter && (n < 6 || strcmp (metric + n - 6, "_total") != 0))
+    strcpy (metric + n, "_total");
+  fprintf (f, "# HELP %s nbdkit-fsevent STATS field ", metric);
+  for (const char *p = name; *p; p++)
+    fputc (*p == '\\' ? '/' : *p, f);
+  fputs (".\n", f);
+  fprintf (f, "# TYPE %s %s\n", metric, counter ? "counter" : "gauge");
+  fprintf (f, "%s %s\n", metric, value);
+  return 0;
+}
+
+/* stats: "NAME VALUE" lines, then "OK"; printed as they are (or in
+ * Prometheus's format), once the whole reply has arrived and been
+ * checked.
  */
 static int
 cmd_stats (int argc, char **argv)
@@ -753,9 +815,12 @@ cmd_stats (int argc, char **argv)
   char *out = NULL;
   size_t len = 0, cap = 0;
   int64_t deadline = deadline_in (timeout_ms);
+  bool prometheus = false;
 
-  if (argc != 0) {
-    say ("stats: takes no arguments");
+  if (argc == 1 && strcmp (argv[0], "--prometheus") == 0)
+    prometheus = true;
+  else if (argc != 0) {
+    say ("stats: takes no arguments but --prometheus");
     return usage_error ();
   }
   if (connect_server (&conn) == -1 || request (&conn, "STATS") == -1)
@@ -787,10 +852,140 @@ cmd_stats (int argc, char **argv)
     len += n;
     out[len++] = '\n';
   }
-  int r = write_all (STDOUT_FILENO, out ? out : "", len) == -1
-    ? stdout_error () : 0;
+  int r = 0;
+  if (prometheus) {
+    char *save = NULL;
+    if (out)
+      out[len] = '\0';
+    for (char *l = out ? strtok_r (out, "\n", &save) : NULL; l;
+         l = strtok_r (NULL, "\n", &save)) {
+      char *sp = strchr (l, ' ');
+      *sp = '\0';
+      prometheus_field (stdout, l, sp + 1);
+    }
+    r = flush_stdout ();
+  }
+  else if (write_all (STDOUT_FILENO, out ? out : "", len) == -1)
+    r = stdout_error ();
   free (out);
   return r;
+}
+
+/* watch [--partition N] [--event TYPE,...] [--format=json|text] [GLOB...]:
+ * "WATCH ARGS", "OK", then event lines until either side closes.  The
+ * lines go to stdout as they come (JSON as the log has them; text with
+ * every name escaped by the server, and checked here for control
+ * bytes all the same).
+ */
+static int
+cmd_watch (int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "partition", required_argument, NULL, 'p' },
+    { "event", required_argument, NULL, 'e' },
+    { "events", required_argument, NULL, 'e' },
+    { "format", required_argument, NULL, 'f' },
+    { "buffer", required_argument, NULL, 'b' },
+    { NULL, 0, NULL, 0 }
+  };
+  char req[MAX_LINE], line[MAX_LINE];
+  size_t n = snprintf (req, sizeof req, "WATCH");
+  char events[1024] = "";
+  bool text = false;
+  int opt;
+
+  optind = 0;                   /* argv[0] is the first argument */
+  while ((opt = getopt_long (argc + 1, argv - 1, "+p:e:f:b:", opts, NULL)) != -1) {
+    switch (opt) {
+    case 'b': {
+      int64_t bytes;
+      if (parse_size (optarg, &bytes) == -1 || bytes < 4096 ||
+          bytes > 64 * 1024 * 1024) {
+        say ("watch: --buffer is from 4K to 64M bytes");
+        return EXIT_USAGE;
+      }
+      n += snprintf (req + n, sizeof req - n, " buffer=%" PRId64, bytes);
+      break;
+    }
+    case 'p': {
+      uint64_t part;
+      if (parse_u64 (optarg, &part) == -1 || part > 9999) {
+        say ("watch: bad --partition '%s'", optarg);
+        return EXIT_USAGE;
+      }
+      n += snprintf (req + n, sizeof req - n, " partition=%" PRIu64, part);
+      break;
+    }
+    case 'e':
+      if (strspn (optarg, "abcdefghijklmnopqrstuvwxyz_,") != strlen (optarg) ||
+          strlen (events) + strlen (optarg) + 2 > sizeof events) {
+        say ("watch: bad --event '%s'", optarg);
+        return EXIT_USAGE;
+      }
+      if (*events)
+        strcat (events, ",");
+      strcat (events, optarg);
+      break;
+    case 'f':
+      if (strcmp (optarg, "json") != 0 && strcmp (optarg, "text") != 0) {
+        say ("watch: --format is json or text");
+        return EXIT_USAGE;
+      }
+      text = strcmp (optarg, "text") == 0;
+      break;
+    default:
+      return usage_error ();
+    }
+  }
+  if (*events)
+    n += snprintf (req + n, sizeof req - n, " events=%s", events);
+  if (text)
+    n += snprintf (req + n, sizeof req - n, " format=text");
+  for (int i = optind - 1; i < argc; i++) {
+    const char *g = argv[i];
+    if (g[0] != '/' && g[0] != '*') {
+      say ("watch: GLOB '%s' must start with '/' (paths in the filesystem)", g);
+      return EXIT_USAGE;
+    }
+    if (strpbrk (g, " \n") != NULL) {
+      say ("watch: GLOB '%s' holds a space or newline, which the protocol "
+           "cannot carry (match it with '?')", g);
+      return EXIT_USAGE;
+    }
+    n += snprintf (req + n, sizeof req - n, " %s", g);
+  }
+  if (n + 1 >= MAX_LINE) {
+    say ("watch: too many globs (a request line is at most %d bytes)",
+         MAX_LINE);
+    return EXIT_USAGE;
+  }
+  if (connect_server (&conn) == -1 || request (&conn, "%s", req) == -1 ||
+      reply_line (&conn, line, deadline_in (timeout_ms)) == -1)
+    return 1;
+  if (!is_ok (line))
+    return not_ok (line, "WATCH", "watch");
+
+  /* Stream: what is buffered, then what comes, until end of file. */
+  for (;;) {
+    size_t avail = conn.len - conn.pos;
+    if (avail > 0) {
+      const char *p = conn.buf + conn.pos;
+      if (text)
+        for (size_t i = 0; i < avail; i++)
+          if (((unsigned char) p[i] < 0x20 && p[i] != '\n') || p[i] == 0x7f) {
+            say ("%s: malformed event line: control byte", socket_path);
+            return 1;
+          }
+      if (write_all (STDOUT_FILENO, p, avail) == -1)
+        return stdout_error ();
+      conn.pos = conn.len = 0;
+    }
+    ssize_t r = fill (&conn, -1);
+    if (r == -1)
+      return 1;
+    if (r == 0)
+      return 0;                 /* the server went (nbdkit stopped) */
+  }
 }
 
 /* cat PATH: "DATA SIZE", SIZE bytes, "OK". */
@@ -1220,6 +1415,7 @@ main (int argc, char *argv[])
     { "locks", cmd_locks },
     { "stats", cmd_stats },
     { "cat", cmd_cat },
+    { "watch", cmd_watch },
   };
   int opt;
 
