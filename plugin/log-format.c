@@ -372,7 +372,7 @@ const char *
 log_event_type_name (unsigned lev)
 {
   static const char *const others[] = { "lock", "unlock", "unattributed",
-                                        "lost" };
+                                        "lost", "undecided" };
   if (lev == LEV_WRITE)
     return "write";
   if (lev >= LEV_CHANGE && lev < LEV_LOCK)
@@ -589,7 +589,7 @@ log_undecided (struct log_batch *b, unsigned partition, uint64_t sequence,
   struct text t;
 
   text_init (&t);
-  text_head (&t, "undecided", -1, NULL, NULL);
+  text_head (&t, LEV_UNDECIDED, -1, NULL, NULL);
   text_u64 (&t, "partition", partition);
   if (sequence)
     text_u64 (&t, "sequence", sequence);

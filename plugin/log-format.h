@@ -15,13 +15,15 @@ enum { REC_WRITE, REC_TEXT, REC_LOST };     /* struct log_rec kind */
 enum {
   LEV_WRITE = 0,
   LEV_CHANGE = 1,               /* + enum fsevent_change_kind (7 kinds) */
-  LEV_LOCK = 8, LEV_UNLOCK, LEV_UNATTRIBUTED, LEV_LOST,
+  LEV_LOCK = 8, LEV_UNLOCK, LEV_UNATTRIBUTED, LEV_LOST, LEV_UNDECIDED,
   LEV_COUNT
 };
 /* struct log_rec phase of a line that is no decision (unattributed). */
 #define LOG_NO_PHASE 255
 
-/* "write", "create", ..., "unattributed", "lost"; NULL if out of range. */
+/* "write", "create", ..., "unattributed", "lost", "undecided"; NULL if
+ * out of range.
+ */
 extern const char *log_event_type_name (unsigned lev);
 
 /* The most bytes log_format can write for R. */
