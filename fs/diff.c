@@ -15,6 +15,103 @@
 #define MAX_LINKS 64            /* names of an inode kept on the stack;
                                    more are compared on the heap */
 
+/* What connected () learnt about directories: one byte per inode
+ * number for whole models, a small hash table for the few inodes a
+ * commit touched (a whole array there would cost more than the diff).
+ */
+struct memo {
+  unsigned char *dense;         /* [inodes_count + 1], or NULL */
+  uint32_t *keys;               /* hash: 0 is an empty slot */
+  unsigned char *vals;
+  size_t cap, n;
+};
+
+static struct memo *
+memo_new (const struct fsev_layout *L)
+{
+  struct memo *m = calloc (1, sizeof *m);
+  if (m == NULL)
+    return NULL;
+  if (L->ninodes > L->inodes_count / 32) {
+    m->dense = calloc ((size_t) L->inodes_count + 1, 1);
+    if (m->dense == NULL) {
+      free (m);
+      return NULL;
+    }
+  }
+  return m;
+}
+
+static void
+memo_free (struct memo *m)
+{
+  if (m == NULL)
+    return;
+  free (m->dense);
+  free (m->keys);
+  free (m->vals);
+  free (m);
+}
+
+static size_t
+memo_slot (const struct memo *m, uint32_t key)
+{
+  size_t i = (key * 2654435761u) & (m->cap - 1);
+  while (m->keys[i] && m->keys[i] != key)
+    i = (i + 1) & (m->cap - 1);
+  return i;
+}
+
+static unsigned char
+memo_get (const struct memo *m, uint32_t key)
+{
+  if (m->dense)
+    return m->dense[key];
+  if (m->cap == 0)
+    return 0;
+  size_t i = memo_slot (m, key);
+  return m->keys[i] ? m->vals[i] : 0;
+}
+
+/* Returns false when out of memory (the caller then trusts names). */
+static bool
+memo_set (struct memo *m, uint32_t key, unsigned char v)
+{
+  if (m->dense) {
+    m->dense[key] = v;
+    return true;
+  }
+  if (2 * (m->n + 1) > m->cap) {
+    size_t cap = m->cap ? 2 * m->cap : 64;
+    uint32_t *keys = calloc (cap, sizeof *keys);
+    unsigned char *vals = calloc (cap, 1);
+    if (keys == NULL || vals == NULL) {
+      free (keys);
+      free (vals);
+      return false;
+    }
+    struct memo old = *m;
+    m->keys = keys;
+    m->vals = vals;
+    m->cap = cap;
+    for (size_t i = 0; i < old.cap; i++)
+      if (old.keys[i]) {
+        size_t j = memo_slot (m, old.keys[i]);
+        m->keys[j] = old.keys[i];
+        m->vals[j] = old.vals[i];
+      }
+    free (old.keys);
+    free (old.vals);
+  }
+  size_t i = memo_slot (m, key);
+  if (m->keys[i] == 0) {
+    m->keys[i] = key;
+    m->n++;
+  }
+  m->vals[i] = v;
+  return true;
+}
+
 struct out {
   bool (*was_named) (uint32_t ino, void *opaque);
   void *opaque;
@@ -22,7 +119,7 @@ struct out {
   size_t n, cap;
   int *depth;                   /* sort key beside each change */
   bool reused;                  /* emitting the delete of a reused number */
-  unsigned char *memo_a, *memo_b;   /* see connected () */
+  struct memo *memo_a, *memo_b;     /* see connected () */
   bool oom;
 };
 
@@ -114,25 +211,27 @@ watched (const struct fsev_layout *L, uint32_t ino)
  * MEMO: 0 unknown, 1 yes, 2 being looked at (a loop: no), 3 no.
  */
 static bool
-connected (const struct fsev_layout *L, unsigned char *memo, uint32_t dir,
+connected (const struct fsev_layout *L, struct memo *memo, uint32_t dir,
            unsigned depth)
 {
   if (dir == L->root_ino)
     return true;
   if (memo == NULL || dir > L->inodes_count || depth > 4096)
     return memo == NULL;        /* no memory for the memo: trust names */
-  if (memo[dir])
-    return memo[dir] == 1;
-  memo[dir] = 2;
+  unsigned char known = memo_get (memo, dir);
+  if (known)
+    return known == 1;
+  if (!memo_set (memo, dir, 2))
+    return true;                /* no memory for the memo: trust names */
   unsigned n = fsev_layout_names (L, dir, NULL, 0);
   for (unsigned i = 0; i < n; i++) {
     const struct fsev_link *l = names_link (&L->names, dir, i);
     if (l && connected (L, memo, l->parent, depth + 1)) {
-      memo[dir] = 1;
+      memo_set (memo, dir, 1);
       return true;
     }
   }
-  memo[dir] = 3;
+  memo_set (memo, dir, 3);
   return false;
 }
 
@@ -140,7 +239,7 @@ connected (const struct fsev_layout *L, unsigned char *memo, uint32_t dir,
  * their indices among all.  Returns how many are kept.
  */
 static unsigned
-keep_connected (const struct fsev_layout *L, unsigned char *memo,
+keep_connected (const struct fsev_layout *L, struct memo *memo,
                 struct fsev_name *v, unsigned n, unsigned *idx)
 {
   unsigned k = 0;
@@ -420,8 +519,8 @@ fsev_diff (const struct fsev_layout *A, const struct fsev_layout *B,
            struct fsev_change **result)
 {
   struct out o = { .was_named = was_named, .opaque = opaque };
-  o.memo_a = calloc ((size_t) A->inodes_count + 1, 1);
-  o.memo_b = calloc ((size_t) B->inodes_count + 1, 1);
+  o.memo_a = memo_new (A);
+  o.memo_b = memo_new (B);
   struct gone *gone = NULL;
   size_t ngone = 0, gone_cap = 0;
 
@@ -432,8 +531,8 @@ fsev_diff (const struct fsev_layout *A, const struct fsev_layout *B,
   if (!o.oom)
     walk (&o, A, B, &gone, &ngone, &gone_cap, false);
   free (gone);
-  free (o.memo_a);
-  free (o.memo_b);
+  memo_free (o.memo_a);
+  memo_free (o.memo_b);
   if (o.oom) {
     free (o.v);
     free (o.depth);

@@ -14,7 +14,7 @@
 #include "util.h"
 
 enum undo_kind {
-  U_RUN_ADDED, U_RUN_REMOVED,
+  U_RUN_ADDED, U_RUN_REMOVED, U_RUN_REPLACED,
   U_INODE,                      /* the record before (or none) */
   U_LINK_ADDED, U_LINK_REMOVED,
   U_XATTR_ADDED, U_XATTR_REMOVED,
@@ -23,6 +23,7 @@ enum undo_kind {
 struct undo_op {
   enum undo_kind kind;
   bool had;                     /* U_INODE: a record existed */
+  struct run run2;              /* U_RUN_REPLACED: the new run */
   union {
     struct run run;
     struct fsev_inode inode;
@@ -151,6 +152,36 @@ fsev_edit_run_insert (struct fsev_layout *L, const struct run *r,
   if (log_op (u, &op) == -1)
     return -1;
   int ret = run_insert (L, r, true);
+  if (ret && u)
+    u->n--;
+  return ret;
+}
+
+/* Put R2 where R is, if it fits there (no overlap, order kept). */
+static int
+run_replace (struct fsev_layout *L, const struct run *r, const struct run *r2)
+{
+  for (size_t i = runs_lower (L, r->pblk);
+       i < L->nruns && L->runs[i].pblk == r->pblk; i++)
+    if (same_run (&L->runs[i], r)) {
+      if ((i > 0 && L->maxend[i - 1] > r2->pblk) ||
+          (i + 1 < L->nruns && L->runs[i + 1].pblk < r2->pblk + r2->len))
+        return 1;
+      L->runs[i] = *r2;
+      fix_maxend (L, i);
+      return 0;
+    }
+  return 1;
+}
+
+int
+fsev_edit_run_replace (struct fsev_layout *L, const struct run *r,
+                       const struct run *r2, struct fsev_undo *u)
+{
+  struct undo_op op = { .kind = U_RUN_REPLACED, .run = *r, .run2 = *r2 };
+  if (log_op (u, &op) == -1)
+    return -1;
+  int ret = run_replace (L, r, r2);
   if (ret && u)
     u->n--;
   return ret;
@@ -409,6 +440,13 @@ fsev_undo_rollback (struct fsev_layout *L, struct fsev_undo *u)
     switch (op->kind) {
     case U_RUN_ADDED: run_remove (L, &op->run); break;
     case U_RUN_REMOVED: run_insert (L, &op->run, false); break;
+    case U_RUN_REPLACED:
+      if (run_replace (L, &op->run2, &op->run) != 0) {
+        /* It fitted before: put it back the long way. */
+        run_remove (L, &op->run2);
+        run_insert (L, &op->run, false);
+      }
+      break;
     case U_INODE:
       inode_set (L, op->inode.ino, op->had ? &op->inode : NULL);
       break;

@@ -31,6 +31,11 @@ extern int fsev_edit_run_remove (struct fsev_layout *L, const struct run *r,
                                  struct fsev_undo *u);
 extern int fsev_edit_run_insert (struct fsev_layout *L, const struct run *r,
                                  struct fsev_undo *u);
+/* Put R2 where R is, without moving the array: 1 when R2 does not fit
+ * there (the caller then removes and inserts).
+ */
+extern int fsev_edit_run_replace (struct fsev_layout *L, const struct run *r,
+                                  const struct run *r2, struct fsev_undo *u);
 /* Set (REC) or remove (NULL) the record of INO. */
 extern int fsev_edit_inode (struct fsev_layout *L, uint32_t ino,
                             const struct fsev_inode *rec, struct fsev_undo *u);

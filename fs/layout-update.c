@@ -136,6 +136,7 @@ u32s_sort_unique (struct u32s *s)
 struct inode_change {
   uint32_t ino;
   struct fsev_one_inode old, neu;
+  bool runs_done;               /* replaced in place */
 };
 
 struct link_change {
@@ -192,22 +193,14 @@ struct gdesc {
   uint16_t flags;
 };
 
-/* Descriptor of group G in view V (read through the primary table). */
-static int
-read_desc (struct upd *d, const struct fsev_source *v, dgrp_t g,
-           struct gdesc *out)
+/* Descriptor number I of the table block in BUF. */
+static void
+parse_desc (struct upd *d, const unsigned char *buf, unsigned i,
+            struct gdesc *out)
 {
   ext2_filsys fs = d->u->fs;
-  unsigned per = EXT2_DESC_PER_BLOCK (fs->super);
   unsigned dsz = EXT2_DESC_SIZE (fs->super);
-  blk64_t blk = ext2fs_descriptor_block_loc2 (fs, fs->super->s_first_data_block,
-                                              g / per);
-  if (blk == 0 || blk >= d->L->fs_blocks)
-    return -1;
-  if (vread (v, d->a, d->u->bs, blk * d->u->bs) == -1)
-    return -1;
-  const struct ext4_group_desc *gd =
-    (const void *) (d->a + (size_t) (g % per) * dsz);
+  const struct ext4_group_desc *gd = (const void *) (buf + (size_t) i * dsz);
   bool wide = ext2fs_has_feature_64bit (fs->super) &&
     dsz >= EXT2_MIN_DESC_SIZE_64BIT;
   *out = (struct gdesc) {
@@ -223,6 +216,24 @@ read_desc (struct upd *d, const struct fsev_source *v, dgrp_t g,
     out->inode_table |= (uint64_t) ext2fs_le32_to_cpu (gd->bg_inode_table_hi) << 32;
     out->itable_unused |= (uint32_t) ext2fs_le16_to_cpu (gd->bg_itable_unused_hi) << 16;
   }
+}
+
+/* Descriptor of group G in view V (read through the primary table). */
+static int
+read_desc (struct upd *d, const struct fsev_source *v, dgrp_t g,
+           struct gdesc *out)
+{
+  ext2_filsys fs = d->u->fs;
+  unsigned per = EXT2_DESC_PER_BLOCK (fs->super);
+  unsigned dsz = EXT2_DESC_SIZE (fs->super);
+  unsigned char raw[EXT2_MAX_DESC_SIZE];
+  blk64_t blk = ext2fs_descriptor_block_loc2 (fs, fs->super->s_first_data_block,
+                                              g / per);
+  if (blk == 0 || blk >= d->L->fs_blocks || dsz > sizeof raw)
+    return -1;
+  if (vread (v, raw, dsz, blk * d->u->bs + (uint64_t) (g % per) * dsz) == -1)
+    return -1;
+  parse_desc (d, raw, 0, out);
   return 0;
 }
 
@@ -284,22 +295,38 @@ read_inode_raw (struct upd *d, const struct fsev_source *v, uint32_t ino,
                 blk * d->u->bs + (uint64_t) (idx % L->inodes_per_block) * L->inode_size);
 }
 
-/* Is INO seen by the scan in view V? */
+/* Is INO seen by the scan in view V?  (The same rules as
+ * visible_inodes, for one inode: no pass over the group.)
+ */
 static int
 inode_visible (struct upd *d, const struct fsev_source *v, uint32_t ino,
                bool *yes)
 {
-  uint32_t ipg = d->L->inodes_per_group;
-  unsigned char *vis = malloc ((ipg + 7) / 8);
-  if (vis == NULL) {
-    d->oom = true;
+  const struct fsev_layout *L = d->L;
+  uint32_t ipg = L->inodes_per_group;
+  dgrp_t g = (ino - 1) / ipg;
+  uint32_t idx = (ino - 1) % ipg;
+  struct gdesc gd;
+  *yes = false;
+  if (read_desc (d, v, g, &gd) == -1) {
+    rescan (d, "group %u: its descriptor does not read", g);
     return -1;
   }
-  uint32_t idx = (ino - 1) % ipg;
-  int r = visible_inodes (d, v, (ino - 1) / ipg, vis);
-  *yes = r == 0 && (vis[idx / 8] & (1u << (idx % 8)));
-  free (vis);
-  return r;
+  if (gd.inode_table == 0 || (d->u->csum && (gd.flags & EXT2_BG_INODE_UNINIT)))
+    return 0;
+  if (d->u->csum && idx >= (gd.itable_unused >= ipg ? 0 : ipg - gd.itable_unused))
+    return 0;
+  if (gd.inode_bitmap == 0 || gd.inode_bitmap >= L->fs_blocks) {
+    rescan (d, "group %u: inode bitmap at block %llu", g,
+            (unsigned long long) gd.inode_bitmap);
+    return -1;
+  }
+  unsigned char byte;
+  if (idx / 8 >= d->u->bs ||
+      vread (v, &byte, 1, gd.inode_bitmap * d->u->bs + idx / 8) == -1)
+    return -1;
+  *yes = byte & (1u << (idx % 8));
+  return 0;
 }
 
 /* --- Classifying the changed blocks. --- */
@@ -352,12 +379,11 @@ check_descriptors (struct upd *d, uint64_t blk)
   for (dgrp_t i = 0; i < fs->desc_blocks; i++) {
     if (ext2fs_descriptor_block_loc2 (fs, fs->super->s_first_data_block, i) != blk)
       continue;
+    /* The block's old and new contents are in d->a and d->b. */
     for (dgrp_t g = i * per; g < (i + 1) * per && g < fs->group_desc_count; g++) {
       struct gdesc x, y;
-      if (read_desc (d, d->oldv, g, &x) == -1 || read_desc (d, d->newv, g, &y) == -1) {
-        rescan (d, "group %u: its descriptor does not read", g);
-        return;
-      }
+      parse_desc (d, d->a, g % per, &x);
+      parse_desc (d, d->b, g % per, &y);
       if (x.block_bitmap != y.block_bitmap || x.inode_bitmap != y.inode_bitmap ||
           x.inode_table != y.inode_table) {
         rescan (d, "group %u: bitmaps or inode table moved", g);
@@ -762,10 +788,34 @@ apply (struct upd *d, struct fsev_undo *undo)
 {
   struct fsev_layout *L = d->L;
   int r;
+  /* The common case first: as many runs after as before (a file that
+   * grew inside its last extent, a truncation inside one): each new run
+   * takes its old one's place, and nothing in the arrays moves.
+   */
+  for (size_t k = 0; k < d->nic; k++) {
+    struct inode_change *c = &d->ic[k];
+    if (same_runs (&c->old, &c->neu) || c->old.nruns != c->neu.nruns)
+      continue;
+    size_t i;
+    for (i = 0; i < c->old.nruns; i++)
+      if ((r = fsev_edit_run_replace (L, &c->old.runs[i], &c->neu.runs[i],
+                                      undo)) != 0)
+        break;
+    if (r == -1)
+      return -1;
+    if (i == c->old.nruns) {
+      c->runs_done = true;
+      continue;
+    }
+    while (i-- > 0)             /* undo this inode's, then the long way */
+      if (fsev_edit_run_replace (L, &c->neu.runs[i], &c->old.runs[i],
+                                 undo) != 0)
+        return -1;
+  }
   /* Removals first: a block one inode gives up another may take. */
   for (size_t k = 0; k < d->nic; k++) {
     struct inode_change *c = &d->ic[k];
-    if (same_runs (&c->old, &c->neu))
+    if (same_runs (&c->old, &c->neu) || c->runs_done)
       continue;
     for (size_t i = 0; i < c->old.nruns; i++)
       if ((r = fsev_edit_run_remove (L, &c->old.runs[i], undo)) != 0) {
@@ -786,7 +836,7 @@ apply (struct upd *d, struct fsev_undo *undo)
   }
   for (size_t k = 0; k < d->nic; k++) {
     struct inode_change *c = &d->ic[k];
-    if (same_runs (&c->old, &c->neu))
+    if (same_runs (&c->old, &c->neu) || c->runs_done)
       continue;
     for (size_t i = 0; i < c->neu.nruns; i++)
       if ((r = fsev_edit_run_insert (L, &c->neu.runs[i], undo)) != 0) {

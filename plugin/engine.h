@@ -26,10 +26,12 @@ extern int engine_config_complete (void);
   "handler=PATH.so      Load a handler (repeatable); NAME.KEY=VALUE configures it.\n" \
   "log=FILE|-           Log every event as JSON Lines.\n" \
   "protect=GLOB         Deny every change to matching paths (repeatable).\n" \
+  "protect-mode=enforce|audit  audit: log what protect= would deny, allow it.\n" \
   "python=FILE.py       A handler written in Python (repeatable); python.KEY=VALUE.\n" \
   "python-timeout=SECS  How long a python= callback may take (default 10, 0: none).\n" \
   "script-timeout=SECS  How long a script= may take (default 10).\n" \
   "on-handler-error=deny|allow  What a failed handler means (default deny).\n" \
+  "on-unparseable=deny|allow    A commit that cannot be decided (default deny).\n" \
   "control=SOCKET       Serve host tools (fsevent-ctl): locks, stats, cat.\n" \
   "lock-wait=SECS       How long a guest write waits for a lock (default 30).\n" \
   "lock-mode=wait|fail  fail: a locked write fails at once (EIO)."

@@ -42,6 +42,16 @@
 #include "writes.h"
 
 NBDKIT_DLL_PUBLIC int fsevent_debug_check = 0;
+/* -D fsevent.commit_timing=1: where each commit point's time goes. */
+NBDKIT_DLL_PUBLIC int fsevent_debug_commit_timing = 0;
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /* on-unparseable=: what a commit point that cannot be decided does
  * while any handler is loaded.  Deny (refuse the request with EIO) by
@@ -674,6 +684,7 @@ struct follow_plan {
    */
   struct epoch_block *held;
   size_t nheld;
+  uint64_t t_start, t_read, t_update, t_decided;   /* commit_timing */
   bool new_js;
   struct fsev_jsuper js;
   bool new_head;
@@ -1139,6 +1150,8 @@ decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
    * models; NEXT is the whole next model, for lookups.
    */
   const struct fsev_layout *A = NULL, *B = NULL, *next = NULL;
+  if (fsevent_debug_commit_timing)
+    p->t_read = now_ns ();
   if (pr->ntxns || pr->meta_changed || pr->rescan) {
     char msg[256] = "";
     uint64_t size = fsev_layout_fs_bytes (vol->layout);
@@ -1197,6 +1210,8 @@ decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
       }
     }
   }
+  if (fsevent_debug_commit_timing)
+    p->t_update = now_ns ();
   if (next) {
     /* Namespace changes. */
     struct fsev_change *ch;
@@ -1229,6 +1244,8 @@ decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
   }
   if (p->oom)
     return ENOMEM;
+  if (fsevent_debug_commit_timing)
+    p->t_decided = now_ns ();
 
   /* Handlers that read data get the bytes: read back from the image
    * (pending data is there already) or from the journal's copies.
@@ -1304,6 +1321,8 @@ follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
   }
   p->vol = vol;
   p->conn = conn;
+  if (fsevent_debug_commit_timing)
+    p->t_start = now_ns ();
   struct view raw = { .vol = vol, .io = io };
   struct prep pr = { .p = p, .io = io, .jv = { .v = &raw, .L = vol->layout } };
 
@@ -1854,6 +1873,7 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
   }
   bool model_changed = p->updated || p->L;
   vol->excl_is_commit |= p->ntxns || model_changed;
+  uint64_t t_finish = fsevent_debug_commit_timing ? now_ns () : 0;
   if (status == 0 && p->updated) {
     /* The in-place edits stand. */
     fsev_update_release (&p->up);
@@ -1947,6 +1967,12 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
     }
   }
   bool changed = status == 0 && (p->ntxns || p->new_js || model_changed);
+  if (fsevent_debug_commit_timing && p->t_start && model_changed)
+    VDEBUG (vol, "commit timing: journal %.0f us, update %.0f us (%s), events "
+            "%.0f us, handlers+I/O %.0f us, finish %.0f us; %zu events",
+            (p->t_read - p->t_start) / 1e3, (p->t_update - p->t_read) / 1e3,
+            p->L ? "scan" : "in place", (p->t_decided - p->t_update) / 1e3,
+            (t_finish - p->t_decided) / 1e3, (now_ns () - t_finish) / 1e3, p->n);
   free_plan (p);
   if (changed && fsevent_debug_check)
     check_model (vol);
