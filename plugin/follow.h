@@ -32,6 +32,8 @@ struct io {
  * transaction against a fresh replay and scan.
  */
 extern int fsevent_debug_check;
+/* -D fsevent.commit_timing=1: where each commit point's time goes. */
+extern int fsevent_debug_commit_timing;
 
 /* on-unparseable=deny|allow (see follow.c). */
 extern int follow_set_on_unparseable (const char *value);

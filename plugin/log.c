@@ -354,6 +354,12 @@ static pthread_cond_t sync_did = PTHREAD_COND_INITIALIZER;
 static uint64_t sync_want, sync_done;
 static int sync_errno;
 static bool sync_stop;
+/* Lines up to here are on disk (a sync that covered them finished):
+ * a flush with nothing newer has nothing to sync.  Read and written
+ * under sync_mu.
+ */
+static uint64_t synced_seq;
+static uint64_t want_seq;       /* the newest line a sync was asked for */
 
 static void *
 syncer_main (void *arg)
@@ -364,12 +370,14 @@ syncer_main (void *arg)
       pthread_cond_wait (&sync_asked, &sync_mu);
     if (sync_done == sync_want && sync_stop)
       break;
-    uint64_t upto = sync_want;
+    uint64_t upto = sync_want, lines = want_seq;
     pthread_mutex_unlock (&sync_mu);
     int r = fdatasync (fd) == -1 && errno != EINVAL ? errno : 0;
     pthread_mutex_lock (&sync_mu);
     if (r)
       sync_errno = r;
+    else if (lines > synced_seq)
+      synced_seq = lines;
     sync_done = upto;
     pthread_cond_broadcast (&sync_did);
   }
@@ -440,7 +448,16 @@ log_sync_start (uint64_t *ticket)
     return 0;
   }
   pthread_mutex_lock (&sync_mu);
+  if (target <= synced_seq && sync_errno == 0) {
+    /* Nothing written since the last sync finished (a guest flushes
+     * before its commit block too, with no new lines).
+     */
+    pthread_mutex_unlock (&sync_mu);
+    return 0;
+  }
   *ticket = ++sync_want;
+  if (target > want_seq)
+    want_seq = target;
   pthread_cond_signal (&sync_asked);
   pthread_mutex_unlock (&sync_mu);
   return 0;

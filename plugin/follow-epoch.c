@@ -1,0 +1,154 @@
+/* plugin/follow-epoch.c: ext2: metadata held from the guest's writes
+ * until its next flush (epoch.h), decided there as one commit and
+ * written home.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "diff.h"
+#include "device.h"
+#include "epoch.h"
+#include "follow.h"
+#include "handlers.h"
+#include "jbd2.h"
+#include "locks.h"
+#include "layout-internal.h"
+#include "layout-update.h"
+#include "overlay.h"
+#include "paths.h"
+#include "pending.h"
+#include "util.h"
+#include "writes.h"
+#include "follow-internal.h"
+
+/* --- ext2: the epoch between two guest flushes. --- */
+
+size_t
+follow_plan_held (const struct follow_plan *p, uint64_t *blocks, size_t max)
+{
+  if (p == NULL)
+    return 0;
+  for (size_t i = 0; i < p->nheld && i < max; i++)
+    blocks[i] = p->held[i].fsblk;
+  return p->nheld;
+}
+
+unsigned
+follow_block_size (const struct volume *vol)
+{
+  return vol->bs;
+}
+
+bool
+follow_epoch_full (struct volume *vol)
+{
+  return __atomic_load_n (&vol->held, __ATOMIC_ACQUIRE) >= EPOCH_MAX_BLOCKS;
+}
+
+bool
+follow_holds (struct volume *vol)
+{
+  return __atomic_load_n (&vol->held, __ATOMIC_ACQUIRE) > 0;
+}
+
+void
+follow_patch_read (struct volume *vol, void *buf, uint64_t count,
+                   uint64_t offset)
+{
+  if (__atomic_load_n (&vol->held, __ATOMIC_ACQUIRE) == 0)
+    return;
+  pthread_mutex_lock (&vol->epoch_lock);
+  epoch_patch (&vol->epoch, buf, count, offset);
+  pthread_mutex_unlock (&vol->epoch_lock);
+}
+
+int
+follow_epoch_commit (struct volume *vol, struct conn *conn)
+{
+  if (vol->journalled || __atomic_load_n (&vol->held, __ATOMIC_ACQUIRE) == 0)
+    return 0;
+  follow_lock_exclusive (vol);
+  if (vol->epoch.n == 0) {
+    follow_unlock (vol);
+    return 0;
+  }
+  struct log_batch lb;
+  log_batch_init (&lb);
+  int status = 0;
+  struct follow_plan *p = calloc (1, sizeof *p);
+  uint64_t *blocks = malloc (vol->epoch.n * sizeof *blocks);
+  if (p == NULL || blocks == NULL) {
+    free (p);
+    free (blocks);
+    follow_unlock (vol);
+    nbdkit_error ("out of memory deciding the metadata written since the "
+                  "last flush");
+    return ENOMEM;
+  }
+  for (size_t i = 0; i < vol->epoch.n; i++)
+    blocks[i] = vol->epoch.v[i].fsblk;
+  p->vol = vol;
+  p->conn = conn;
+  struct prep pr = { .p = p, .blocks = blocks, .nblocks = vol->epoch.n,
+                     .meta_changed = true };
+  struct view oldv = { .vol = vol };
+  struct view cv = { .vol = vol, .with_epoch = true };
+  int e = plan_decide (p, &pr, &oldv, &cv);
+  free (pr.blocks);
+  if (e) {
+    /* Not decided (no memory, a read failed): refuse the flush and keep
+     * the epoch for the next one.
+     */
+    follow_plan_discard (p);
+    follow_unlock (vol);
+    return e;
+  }
+  int veto = 0;
+  uint64_t id;
+  if (veto == 0 && locks_any () && follow_plan_locked (p, &id)) {
+    /* A host tool's lock: the epoch waits for a later flush. */
+    VDEBUG (vol, "flush: the metadata held since the last flush changes "
+            "a range lock %" PRIu64 " holds: kept for the next flush", id);
+    follow_plan_discard (p);
+    follow_unlock (vol);
+    return EIO;
+  }
+  if (veto == 0)
+    veto = follow_plan_before (p, &lb);
+  if (veto == 0) {
+    /* Decided: the epoch goes home, in block order. */
+    for (size_t i = 0; i < vol->epoch.n && status == 0; i++)
+      if (vol->dev->pwrite (vol->dev, vol->epoch.v[i].data, vol->bs,
+                            vol->offset + vol->epoch.v[i].fsblk * vol->bs,
+                            false) == -1)
+        status = errno ? errno : EIO;
+  }
+  else
+    status = veto;
+  follow_plan_finish (p, &lb, status);
+  if (status == 0 || veto) {
+    /* Written home, or refused: a refused epoch is dropped, and the
+     * image keeps the last decided state (see the man page).
+     */
+    pthread_mutex_lock (&vol->epoch_lock);
+    if (veto && vol->epoch.n)
+      VDEBUG (vol, "flush: %zu metadata blocks written since the last flush "
+              "dropped (%s)", vol->epoch.n, strerror (veto));
+    epoch_clear (&vol->epoch);
+    __atomic_store_n (&vol->held, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock (&vol->epoch_lock);
+  }
+  log_commit (&lb);
+  follow_unlock (vol);
+  return status;
+}

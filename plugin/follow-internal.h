@@ -1,0 +1,207 @@
+/* plugin/follow-internal.h: what the follow-*.c files share: the
+ * volume, the views, a commit point's plan, and the functions one part
+ * offers the others.  Nothing here is seen outside the follower
+ * (follow.h is its interface).
+ */
+#ifndef FSEVENT_FOLLOW_INTERNAL_H
+#define FSEVENT_FOLLOW_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "epoch.h"
+#include "follow.h"
+#include "jbd2.h"
+#include "layout-update.h"
+#include "overlay.h"
+#include "pending.h"
+
+struct follow_stats {
+  uint64_t transactions, vetoed, not_followed, rescans;
+  uint64_t incremental;         /* commit points updated in place */
+  uint64_t undecided;           /* commit points that could not be decided */
+  uint64_t commits;             /* commit points that held the model */
+  uint64_t commit_bytes, journal_bytes, unattributed_bytes;
+  uint64_t check_failures;
+};
+
+/* Commit hold times kept for the percentiles (the newest ones). */
+#define HOLD_SAMPLES 16384
+
+/* One followed filesystem: a bare image, or one partition of a disk. */
+struct volume {
+  unsigned partition;           /* 0: the whole device */
+  uint64_t offset, length;      /* where it lies on the device, bytes */
+  struct device *dev;
+
+  pthread_rwlock_t model_lock;
+  struct fsev_layout *layout;
+  /* Re-reads the committed view at commit points (layout-update.h);
+   * NULL until first needed, and again after a full scan.
+   */
+  struct fsev_updater *updater;
+  bool no_updater;              /* it cannot open: scan at every commit */
+  /* How long commit points held the model exclusively: the newest
+   * HOLD_SAMPLES, in nanoseconds.
+   */
+  struct timespec excl_since;
+  bool excl_is_commit;
+  uint64_t *hold_ns;
+  size_t nhold;
+  struct fsev_overlay *overlay;
+  unsigned bs;
+
+  /* The journal, when there is one we can follow. */
+  bool journalled;
+  struct fsev_jsuper js;
+  uint64_t jsb_offset;          /* filesystem bytes */
+  bool head_known;
+  uint32_t head, head_seq;      /* where the next transaction starts */
+
+  pthread_mutex_t pending_lock;
+  struct pending pending;       /* filesystem offsets */
+
+  /* ext2 (no journal followed): metadata written since the guest's
+   * last flush, decided at the next (epoch.h).  Changed only with the
+   * model held exclusively and EPOCH_LOCK; client reads take only the
+   * lock.  HELD mirrors epoch.n for a lock-free "nothing held" test.
+   */
+  struct epoch epoch;
+  pthread_mutex_t epoch_lock;
+  size_t held;
+
+  /* Inodes that have had a name announced (present at start-up, or
+   * created, linked or renamed to since): one that gets a name again is
+   * linked, not created (ext2 writes a rename's two directory entries at
+   * two commit points).
+   */
+  unsigned char *named;
+  uint64_t named_bits;
+
+  struct follow_stats stats;
+};
+
+
+struct view {
+  struct volume *vol;
+  const struct io *io;          /* a request not yet in the image, or NULL */
+  const struct fsev_overlay *ov;/* NULL: the raw image (and request) */
+  bool with_epoch;              /* ext2: the held metadata on top */
+};
+
+struct jview {
+  struct view *v;
+  const struct fsev_layout *L;
+};
+
+/* Messages about a volume name its partition when the device has them. */
+#define VDEBUG(vol, fmt, ...)                                           \
+  nbdkit_debug ("%s%.0u%s" fmt, (vol)->partition ? "partition " : "",   \
+                (vol)->partition, (vol)->partition ? ": " : "", ##__VA_ARGS__)
+
+
+
+struct item {
+  bool is_change;
+  int rank;
+  struct fsevent_write w;
+  struct fsevent_change c;
+  char **names;
+  char *file, *new_file;
+  void *data;                   /* buffer owned by the item */
+  bool freed_inode;             /* delete: drop its file contexts after */
+};
+
+struct follow_plan {
+  struct volume *vol;
+  struct conn *conn;
+  struct fsev_overlay *ov;      /* the next overlay, or NULL: unchanged */
+  struct fsev_layout *L;        /* the next model from a full scan, or
+                                   NULL: unchanged or updated in place */
+  bool updated;                 /* the model was updated in place (UP):
+                                   a veto or a discard rolls it back */
+  struct fsev_update up;
+  /* ext2: the metadata blocks this request holds back in the epoch
+   * instead of writing them home (sorted, whole blocks, owned).
+   */
+  struct epoch_block *held;
+  size_t nheld;
+  uint64_t t_start, t_read, t_update, t_decided;   /* commit_timing */
+  bool new_js;
+  struct fsev_jsuper js;
+  bool new_head;
+  uint32_t head, head_seq;
+  bool journal_clean;           /* give up what is still pending */
+  uint64_t sequence;
+  unsigned ntxns;
+  struct item *items;
+  size_t n, cap, decided;
+  struct pending kept;          /* pending after this commit */
+  bool have_kept;
+  bool oom;
+};
+
+
+struct prep {
+  struct follow_plan *p;
+  const struct io *io;
+  struct jview jv;
+  struct fsev_jtxn *txns;
+  size_t ntxns, cap;
+  uint64_t *blocks;             /* filesystem blocks whose committed
+                                   content may change here */
+  size_t nblocks, blocks_cap;
+  bool meta_changed;            /* metadata written outside the journal */
+  bool rescan;                  /* a change only a full scan follows */
+  bool oom;
+};
+
+
+struct give_up {
+  struct volume *vol;
+  struct log_batch *lb;
+  const char *reason;
+};
+
+/* follow.c */
+extern bool follow_allow_unparseable;
+extern uint64_t follow_now_ns (void);
+extern void pending_given_up (uint64_t offset, uint64_t length, void *opaque);
+
+/* follow-view.c */
+extern bool follow_was_named (uint32_t ino, void *opaque);
+extern void follow_remember_names (struct volume *vol, const struct fsev_layout *L);
+extern int view_raw (void *opaque, void *buf, size_t count, uint64_t offset);
+extern int view_committed (void *opaque, void *buf, size_t count, uint64_t offset);
+extern int view_jread (void *opaque, uint32_t jblk, void *buf);
+extern uint64_t view_jmap (void *opaque, uint32_t jblk);
+extern struct fsev_layout *view_scan (struct view *v, char *err, size_t errlen);
+extern int view_replay_txn (const struct fsev_jtxn *txn, void *opaque);
+
+/* follow-journal.c */
+extern bool role_is_metadata (enum fsev_role r);
+extern void io_new_bytes (const struct io *io, void *buf, uint64_t offset, uint64_t len);
+extern bool io_changes_metadata (struct volume *vol, const struct io *io,
+                                 const struct fsev_segment *seg);
+extern bool follow_epoch_touches (const struct volume *vol, uint64_t offset, uint64_t len);
+extern bool io_has_commit_block (const struct volume *vol, const struct io *io,
+                                 const struct fsev_segment *seg);
+extern bool journal_find_txn (struct jview *jv, uint32_t cjblk, uint32_t seq,
+                              uint32_t hint, bool hint_ok, struct fsev_jtxn *txn);
+extern void prep_add_blocks (struct prep *pr, uint64_t first, uint64_t n);
+extern struct fsev_overlay *plan_next_overlay (struct follow_plan *p);
+extern int prep_segment (const struct fsev_segment *seg, void *opaque);
+
+/* follow-plan.c */
+extern struct item *plan_new_item (struct follow_plan *p);
+extern void plan_free (struct follow_plan *p);
+extern int plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
+                        struct view *cv);
+extern int plan_hold (struct follow_plan *p, struct prep *pr, const struct io *io);
+
+/* follow-check.c */
+extern void follow_check_model (struct volume *vol);
+
+#endif

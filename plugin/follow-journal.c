@@ -1,0 +1,359 @@
+/* plugin/follow-journal.c: finding commit points in the guest's
+ * writes: which requests need the model exclusively (a commit block,
+ * the journal superblock, a journal block the overlay still needs, a
+ * metadata change outside the journal), whether data is a checkpoint
+ * already decided, and reading the transactions a commit block closes
+ * into the next overlay and the list of blocks they change.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "diff.h"
+#include "device.h"
+#include "epoch.h"
+#include "follow.h"
+#include "handlers.h"
+#include "jbd2.h"
+#include "locks.h"
+#include "layout-internal.h"
+#include "layout-update.h"
+#include "overlay.h"
+#include "paths.h"
+#include "pending.h"
+#include "util.h"
+#include "writes.h"
+#include "follow-internal.h"
+
+/* --- Which requests need the exclusive path. --- */
+
+bool
+role_is_metadata (enum fsev_role r)
+{
+  switch (r) {
+  case FSEV_ROLE_SUPERBLOCK: case FSEV_ROLE_GROUP_DESCRIPTORS:
+  case FSEV_ROLE_RESERVED_GDT: case FSEV_ROLE_BLOCK_BITMAP:
+  case FSEV_ROLE_INODE_BITMAP: case FSEV_ROLE_INODE_TABLE:
+  case FSEV_ROLE_EXTENT_TREE: case FSEV_ROLE_INDIRECT:
+  case FSEV_ROLE_DIRECTORY: case FSEV_ROLE_XATTR:
+    return true;
+  default:
+    return false;
+  }
+}
+
+/* The new bytes of IO at [OFFSET, OFFSET+LEN) into BUF. */
+void
+io_new_bytes (const struct io *io, void *buf, uint64_t offset, uint64_t len)
+{
+  if (io->op == FSEVENT_OP_WRITE)
+    memcpy (buf, (const char *) io->buf + (offset - io->offset), len);
+  else
+    memset (buf, 0, len);
+}
+
+/* Does IO change the committed content of a metadata block that the
+ * overlay does not hold?  (Blocks the overlay holds are checkpoints:
+ * recovery would put the journal copy back anyway.)
+ */
+bool
+io_changes_metadata (struct volume *vol, const struct io *io,
+                  const struct fsev_segment *seg)
+{
+  unsigned char old[65536], neu[65536];
+  if (vol->bs > sizeof old)
+    return true;
+  for (uint64_t off = seg->offset; off < seg->offset + seg->length; ) {
+    uint64_t blk = off / vol->bs;
+    uint64_t end = (blk + 1) * vol->bs;
+    if (end > seg->offset + seg->length)
+      end = seg->offset + seg->length;
+    if (fsev_overlay_find (vol->overlay, blk) == NULL) {
+      struct view v = { .vol = vol };
+      if (view_raw (&v, old, end - off, off) == -1)
+        return true;
+      io_new_bytes (io, neu, off, end - off);
+      if (memcmp (old, neu, end - off) != 0)
+        return true;
+    }
+    off = end;
+  }
+  return false;
+}
+
+/* Does the epoch hold any block of [OFFSET, OFFSET+LEN)?  (Model held.) */
+bool
+follow_epoch_touches (const struct volume *vol, uint64_t offset, uint64_t len)
+{
+  if (vol->epoch.n == 0 || len == 0)
+    return false;
+  for (uint64_t b = offset / vol->bs; b <= (offset + len - 1) / vol->bs; b++)
+    if (epoch_get (&vol->epoch, b))
+      return true;
+  return false;
+}
+
+/* Is there a commit block among IO's whole blocks in SEG? */
+bool
+io_has_commit_block (const struct volume *vol, const struct io *io,
+                  const struct fsev_segment *seg)
+{
+  if (io->op != FSEVENT_OP_WRITE)
+    return false;
+  uint64_t first = (seg->offset + vol->bs - 1) / vol->bs * vol->bs;
+  for (uint64_t off = first; off + vol->bs <= seg->offset + seg->length; off += vol->bs) {
+    uint32_t type, seq;
+    if (fsev_jbd2_header ((const char *) io->buf + (off - io->offset),
+                          &type, &seq) && type == FSEV_JBD2_COMMIT)
+      return true;
+  }
+  return false;
+}
+
+bool
+follow_segment_needs_exclusive (struct volume *vol, const struct io *io,
+                                const struct fsev_segment *seg)
+{
+  if (seg->role == FSEV_ROLE_JOURNAL) {
+    if (!vol->journalled || (seg->flags & FSEV_SEG_JOURNAL_FC))
+      return false;             /* fast commits: followed at full commits */
+    if (seg->flags & FSEV_SEG_JOURNAL_SB)
+      return true;
+    return fsev_overlay_refers (vol->overlay, seg->offset, seg->length) ||
+      io_has_commit_block (vol, io, seg);
+  }
+  if (role_is_metadata (seg->role))
+    return io_changes_metadata (vol, io, seg) ||
+      (!vol->journalled && follow_epoch_touches (vol, seg->offset, seg->length));
+  return false;
+}
+
+bool
+follow_is_checkpoint (struct volume *vol, const struct io *io,
+                      const struct fsev_segment *seg)
+{
+  unsigned char cur[65536], neu[65536];
+  if (vol->overlay->n == 0 || vol->bs > sizeof cur)
+    return false;
+  for (uint64_t off = seg->offset; off < seg->offset + seg->length; ) {
+    uint64_t blk = off / vol->bs;
+    uint64_t end = (blk + 1) * vol->bs;
+    if (end > seg->offset + seg->length)
+      end = seg->offset + seg->length;
+    const struct fsev_overlay_entry *e = fsev_overlay_find (vol->overlay, blk);
+    struct view v = { .vol = vol };
+    if (e == NULL || fsev_overlay_read_entry (vol->overlay, e, view_raw, &v, cur) == -1)
+      return false;
+    io_new_bytes (io, neu, off, end - off);
+    if (memcmp (cur + (off - blk * vol->bs), neu, end - off) != 0)
+      return false;
+    off = end;
+  }
+  return true;
+}
+
+bool
+journal_find_txn (struct jview *jv, uint32_t cjblk, uint32_t seq,
+          uint32_t hint, bool hint_ok, struct fsev_jtxn *txn)
+{
+  struct volume *vol = jv->v->vol;
+  char err[256];
+  if (hint_ok) {
+    enum fsev_jresult r = fsev_jbd2_parse_txn (&vol->js, view_jread, jv, hint, seq, txn,
+                                               err, sizeof err);
+    if (r == FSEV_J_OK && txn->commit_jblk == cjblk)
+      return true;
+    if (r == FSEV_J_OK)
+      fsev_jtxn_free (txn);
+  }
+  unsigned char *buf = malloc (vol->bs);
+  if (buf == NULL)
+    return false;
+  uint32_t loglen = vol->js.log_end - vol->js.first, pos = cjblk, start = 0;
+  bool found = false;
+  for (uint32_t steps = 0; steps < loglen; steps++) {
+    pos = pos == vol->js.first ? vol->js.log_end - 1 : pos - 1;
+    uint32_t type, s;
+    if (view_jread (jv, pos, buf) == -1)
+      break;
+    if (!fsev_jbd2_header (buf, &type, &s))
+      continue;                 /* a logged block */
+    if (s != seq)
+      break;                    /* the transaction before */
+    if (type == FSEV_JBD2_DESCRIPTOR || type == FSEV_JBD2_REVOKE) {
+      start = pos;
+      found = true;
+    }
+  }
+  free (buf);
+  if (!found)
+    return false;
+  enum fsev_jresult r = fsev_jbd2_parse_txn (&vol->js, view_jread, jv, start, seq, txn,
+                                             err, sizeof err);
+  if (r == FSEV_J_OK && txn->commit_jblk == cjblk)
+    return true;
+  if (r == FSEV_J_OK)
+    fsev_jtxn_free (txn);
+  VDEBUG (vol, "journal: transaction %" PRIu32 " committing at block %"
+          PRIu32 " cannot be parsed: %s", seq, cjblk,
+          r == FSEV_J_OK ? "it ends elsewhere" : err);
+  return false;
+}
+
+void
+prep_add_blocks (struct prep *pr, uint64_t first, uint64_t n)
+{
+  for (uint64_t b = first; b < first + n; b++) {
+    if (fsev_grow ((void **) &pr->blocks, &pr->blocks_cap, pr->nblocks + 1,
+                   sizeof *pr->blocks) == -1) {
+      pr->oom = true;
+      return;
+    }
+    pr->blocks[pr->nblocks++] = b;
+  }
+}
+
+struct fsev_overlay *
+plan_next_overlay (struct follow_plan *p)
+{
+  if (p->ov == NULL)
+    p->ov = fsev_overlay_clone (p->vol->overlay);
+  if (p->ov == NULL)
+    p->oom = true;
+  return p->ov;
+}
+
+/* Expired entries whose home does not hold the committed copy change
+ * the committed view (a guest that moved its tail too early).
+ */
+struct expire_check {
+  struct view *raw;
+  const struct fsev_overlay *ov;
+  bool differs;
+};
+
+static void
+check_expired (const struct fsev_overlay_entry *e, void *opaque)
+{
+  struct expire_check *x = opaque;
+  const struct volume *vol = x->raw->vol;
+  unsigned char a[65536], b[65536];
+  if (x->differs || vol->bs > sizeof a)
+    return;
+  if (fsev_overlay_read_entry (x->ov, e, view_raw, x->raw, a) == -1 ||
+      view_raw (x->raw, b, vol->bs, e->fsblk * vol->bs) == -1 ||
+      memcmp (a, b, vol->bs) != 0)
+    x->differs = true;
+}
+
+int
+prep_segment (const struct fsev_segment *seg, void *opaque)
+{
+  struct prep *pr = opaque;
+  struct follow_plan *p = pr->p;
+  struct volume *vol = p->vol;
+  const struct io *io = pr->io;
+
+  if (role_is_metadata (seg->role)) {
+    if (io_changes_metadata (vol, io, seg) ||
+        (!vol->journalled && follow_epoch_touches (vol, seg->offset, seg->length))) {
+      pr->meta_changed = true;
+      prep_add_blocks (pr, seg->offset / vol->bs,
+                  (seg->offset + seg->length + vol->bs - 1) / vol->bs -
+                  seg->offset / vol->bs);
+    }
+    return 0;
+  }
+  if (seg->role != FSEV_ROLE_JOURNAL || !vol->journalled ||
+      (seg->flags & FSEV_SEG_JOURNAL_FC))
+    return 0;
+
+  if (seg->flags & FSEV_SEG_JOURNAL_SB) {
+    char err[256];
+    unsigned char *buf = malloc (vol->bs);
+    if (buf == NULL) {
+      pr->oom = true;
+      return -1;
+    }
+    int r = view_raw (pr->jv.v, buf, vol->bs, vol->jsb_offset);
+    struct fsev_jsuper nj;
+    if (r == 0 && fsev_jbd2_parse_super (buf, vol->bs, &nj, err, sizeof err) == 0) {
+      struct fsev_overlay *ov = plan_next_overlay (p);
+      if (ov) {
+        struct expire_check x = { .raw = pr->jv.v, .ov = ov };
+        fsev_overlay_expire (ov, nj.sequence, nj.start == 0, check_expired, &x);
+        if (x.differs)
+          pr->rescan = true;
+      }
+      /* The journal's areas are part of the model. */
+      if (nj.maxlen != vol->js.maxlen || nj.first != vol->js.first ||
+          nj.log_end != vol->js.log_end)
+        pr->rescan = true;
+      p->new_js = true;
+      p->js = nj;
+      if (nj.start == 0)
+        p->journal_clean = true;
+      else if (!vol->head_known && !p->new_head) {
+        p->new_head = true;
+        p->head = nj.start;
+        p->head_seq = nj.sequence;
+      }
+    }
+    else
+      VDEBUG (vol, "journal: the guest wrote a journal superblock that "
+              "does not parse (%s): kept the last good one",
+              r == 0 ? err : "read error");
+    free (buf);
+    return 0;
+  }
+
+  /* The log: commit blocks among the request's whole blocks. */
+  if (io->op != FSEVENT_OP_WRITE)
+    return 0;
+  uint64_t first = (seg->offset + vol->bs - 1) / vol->bs * vol->bs;
+  for (uint64_t off = first; off + vol->bs <= seg->offset + seg->length; off += vol->bs) {
+    uint32_t type, seq;
+    if (!fsev_jbd2_header ((const char *) io->buf + (off - io->offset),
+                           &type, &seq) || type != FSEV_JBD2_COMMIT)
+      continue;
+    uint32_t cjblk = (uint32_t) ((seg->position + (off - seg->offset)) / vol->bs);
+    uint32_t hint = p->new_head ? p->head : vol->head;
+    bool hint_ok = (p->new_head || vol->head_known) &&
+      (p->new_head ? p->head_seq : vol->head_seq) == seq;
+    struct fsev_jtxn txn;
+    if (!journal_find_txn (&pr->jv, cjblk, seq, hint, hint_ok, &txn)) {
+      vol->stats.not_followed++;
+      continue;
+    }
+    struct fsev_overlay *ov = plan_next_overlay (p);
+    if (ov == NULL ||
+        fsev_overlay_apply (ov, &txn, view_jmap, &pr->jv, vol->layout->fs_blocks) == -1 ||
+        fsev_grow ((void **) &pr->txns, &pr->cap, pr->ntxns + 1,
+                   sizeof *pr->txns) == -1) {
+      fsev_jtxn_free (&txn);
+      pr->oom = true;
+      return -1;
+    }
+    pr->txns[pr->ntxns++] = txn;
+    for (size_t k = 0; k < txn.ntags; k++)
+      if (txn.tags[k].csum_ok)
+        prep_add_blocks (pr, txn.tags[k].fsblk, 1);
+    for (size_t k = 0; k < txn.nrevoked; k++)
+      prep_add_blocks (pr, txn.revoked[k], 1);
+    p->new_head = true;
+    p->head = txn.next;
+    p->head_seq = seq + 1;
+    p->sequence = seq;
+    p->ntxns++;
+  }
+  return 0;
+}

@@ -1,0 +1,144 @@
+/* plugin/follow-view.c: the views a volume reads: the raw image (with
+ * a request not yet written on top), the committed view (plus the
+ * overlay of committed journal blocks, and on ext2 the held epoch),
+ * journal blocks by number, and a full scan of a view (start-up, and
+ * the fallback).
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "diff.h"
+#include "device.h"
+#include "epoch.h"
+#include "follow.h"
+#include "handlers.h"
+#include "jbd2.h"
+#include "locks.h"
+#include "layout-internal.h"
+#include "layout-update.h"
+#include "overlay.h"
+#include "paths.h"
+#include "pending.h"
+#include "util.h"
+#include "writes.h"
+#include "follow-internal.h"
+
+bool
+follow_was_named (uint32_t ino, void *opaque)
+{
+  const struct volume *vol = opaque;
+  return ino < vol->named_bits && (vol->named[ino / 8] & (1u << (ino % 8)));
+}
+
+void
+follow_remember_names (struct volume *vol, const struct fsev_layout *L)
+{
+  size_t n;
+  const struct fsev_inode *in = fsev_layout_inodes (L, &n);
+  for (size_t i = 0; i < n; i++)
+    if (in[i].ino < vol->named_bits && fsev_layout_names (L, in[i].ino, NULL, 0))
+      vol->named[in[i].ino / 8] |= 1u << (in[i].ino % 8);
+}
+
+
+/* --- Reading the views. --- */
+
+
+/* The image with the request's bytes on top. */
+int
+view_raw (void *opaque, void *buf, size_t count, uint64_t offset)
+{
+  const struct view *v = opaque;
+  if (device_read (v->vol->dev, buf, count, v->vol->offset + offset) == -1)
+    return -1;
+  if (v->with_epoch)
+    epoch_patch (&v->vol->epoch, buf, count, offset);
+  const struct io *io = v->io;
+  if (io) {
+    uint64_t from = io->offset > offset ? io->offset : offset;
+    uint64_t to = io->offset + io->count < offset + count
+      ? io->offset + io->count : offset + count;
+    if (from < to) {
+      if (io->op == FSEVENT_OP_WRITE)
+        memcpy ((char *) buf + (from - offset),
+                (const char *) io->buf + (from - io->offset), to - from);
+      else
+        memset ((char *) buf + (from - offset), 0, to - from);
+    }
+  }
+  return 0;
+}
+
+/* The committed view: raw, then the overlay. */
+int
+view_committed (void *opaque, void *buf, size_t count, uint64_t offset)
+{
+  const struct view *v = opaque;
+  if (view_raw (opaque, buf, count, offset) == -1)
+    return -1;
+  if (v->ov && fsev_overlay_patch (v->ov, view_raw, opaque, buf, count,
+                                   offset) == -1)
+    return -1;
+  return 0;
+}
+
+
+int
+view_jread (void *opaque, uint32_t jblk, void *buf)
+{
+  const struct jview *j = opaque;
+  uint64_t pblk = fsev_layout_journal_pblk (j->L, jblk);
+  if (pblk == 0) {
+    errno = EIO;
+    return -1;
+  }
+  return view_raw (j->v, buf, j->v->vol->bs, pblk * j->v->vol->bs);
+}
+
+uint64_t
+view_jmap (void *opaque, uint32_t jblk)
+{
+  const struct jview *j = opaque;
+  return fsev_layout_journal_pblk (j->L, jblk);
+}
+
+static void
+view_build_warning (void *opaque, const char *msg)
+{
+  const struct volume *vol = opaque;
+  nbdkit_debug ("partition %u: layout: warning: %s", vol->partition, msg);
+}
+
+/* Scan the committed view V. */
+struct fsev_layout *
+view_scan (struct view *v, char *err, size_t errlen)
+{
+  struct volume *vol = v->vol;
+  struct fsev_source src = {
+    .read = view_committed, .opaque = v, .size = fsev_layout_fs_bytes (vol->layout),
+  };
+  struct fsev_build_options opts = {
+    .warn = view_build_warning, .opaque = vol, .max_warnings = 20,
+    .no_allocated_gaps = true,
+  };
+  return fsev_layout_build (&src, &opts, err, errlen);
+}
+
+/* --- Start and end. --- */
+
+int
+view_replay_txn (const struct fsev_jtxn *txn, void *opaque)
+{
+  struct jview *j = opaque;
+  return fsev_overlay_apply (j->v->vol->overlay, txn, view_jmap, j, j->L->fs_blocks);
+}
