@@ -114,6 +114,7 @@ memo_set (struct memo *m, uint32_t key, unsigned char v)
 
 struct out {
   bool (*was_named) (uint32_t ino, void *opaque);
+  unsigned (*extra) (uint32_t ino, void *opaque);
   void *opaque;
   struct fsev_change *v;
   size_t n, cap;
@@ -177,6 +178,11 @@ attr_changes (const struct fsev_inode *a, const struct fsev_inode *b)
   if (a->mtime != b->mtime || a->mtime_ns != b->mtime_ns) c |= FSEV_ATTR_MTIME;
   if (a->ctime != b->ctime || a->ctime_ns != b->ctime_ns) c |= FSEV_ATTR_CTIME;
   if (a->crtime != b->crtime || a->crtime_ns != b->crtime_ns) c |= FSEV_ATTR_CRTIME;
+  /* A directory's count follows its subdirectories (their own events);
+   * a file's is its hard links, which the names may not show (a guest
+   * that writes the count alone).
+   */
+  if (a->links != b->links && !LINUX_S_ISDIR (b->mode)) c |= FSEV_ATTR_LINKS;
   return c;
 }
 
@@ -447,7 +453,8 @@ diff_names (struct out *o, const struct fsev_layout *A,
         .kind = FSEV_SET_SIZE, .ino = ino, .old_inode = a, .new_inode = b,
         .old_link = ca ? (int) ia[0] : -1, .new_link = cb ? (int) ib[0] : -1,
       }, 0);
-  unsigned changed = attr_changes (a, b);
+  unsigned changed = attr_changes (a, b) |
+    (o->extra ? o->extra (ino, o->opaque) : 0);
   if (changed)
     emit (o, &(struct fsev_change) {
         .kind = FSEV_SET_ATTRIBUTES, .ino = ino, .old_inode = a, .new_inode = b,
@@ -518,7 +525,16 @@ fsev_diff (const struct fsev_layout *A, const struct fsev_layout *B,
            bool (*was_named) (uint32_t ino, void *opaque), void *opaque,
            struct fsev_change **result)
 {
-  struct out o = { .was_named = was_named, .opaque = opaque };
+  return fsev_diff_extra (A, B, was_named, NULL, opaque, result);
+}
+
+ssize_t
+fsev_diff_extra (const struct fsev_layout *A, const struct fsev_layout *B,
+                 bool (*was_named) (uint32_t ino, void *opaque),
+                 unsigned (*extra) (uint32_t ino, void *opaque),
+                 void *opaque, struct fsev_change **result)
+{
+  struct out o = { .was_named = was_named, .extra = extra, .opaque = opaque };
   o.memo_a = memo_new (A);
   o.memo_b = memo_new (B);
   struct gone *gone = NULL;

@@ -35,6 +35,11 @@ enum fsev_change_kind {
 #define FSEV_ATTR_CTIME  0x40
 #define FSEV_ATTR_CRTIME 0x80
 #define FSEV_ATTR_TIMES  0xf0
+#define FSEV_ATTR_LINKS  0x100  /* the link count */
+#define FSEV_ATTR_BLOCKS 0x200  /* what the file's bytes are: blocks moved,
+                                   holes made or filled inside the file, or
+                                   inline content (a fast symlink's target) */
+#define FSEV_ATTR_XATTR  0x400  /* extended attributes (ACLs, labels) */
 
 struct fsev_change {
   enum fsev_change_kind kind;
@@ -60,6 +65,16 @@ extern ssize_t fsev_diff (const struct fsev_layout *old_layout,
                           const struct fsev_layout *new_layout,
                           bool (*was_named) (uint32_t ino, void *opaque),
                           void *opaque, struct fsev_change **out);
+
+/* The same, where EXTRA (may be NULL) adds what the models do not
+ * hold for an inode present in both: FSEV_ATTR_BLOCKS and
+ * FSEV_ATTR_XATTR, found by whoever read the blocks.
+ */
+extern ssize_t fsev_diff_extra (const struct fsev_layout *old_layout,
+                                const struct fsev_layout *new_layout,
+                                bool (*was_named) (uint32_t ino, void *opaque),
+                                unsigned (*extra) (uint32_t ino, void *opaque),
+                                void *opaque, struct fsev_change **out);
 
 /* Rank of a kind in that order, for merging other events in. */
 extern int fsev_change_rank (enum fsev_change_kind kind);

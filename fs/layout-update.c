@@ -21,12 +21,14 @@
 #include <config.h>
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <ext2fs/ext2fs.h>
 
+#include "diff.h"
 #include "layout-internal.h"
 #include "layout-subset.h"
 #include "layout-update.h"
@@ -136,6 +138,7 @@ u32s_sort_unique (struct u32s *s)
 struct inode_change {
   uint32_t ino;
   struct fsev_one_inode old, neu;
+  unsigned char *raw_old, *raw_new;   /* the inode's bytes, or NULL */
   bool runs_done;               /* replaced in place */
 };
 
@@ -446,9 +449,22 @@ classify_segment (const struct fsev_segment *seg, void *opaque)
     if (u32s_add (&d->dirs, seg->ino) == -1)
       d->oom = true;
     break;
+  case FSEV_ROLE_XATTR: {
+    /* Every inode sharing the block has new attributes. */
+    uint32_t inos[256];
+    unsigned n = fsev_layout_xattr_owners (L, seg->offset, inos, 256);
+    if (n > 256) {
+      rescan (d, "xattr block %llu has %u owners", (unsigned long long) c->blk, n);
+      break;
+    }
+    for (unsigned i = 0; i < n; i++)
+      if (u32s_add (&d->cand, inos[i]) == -1)
+        d->oom = true;
+    break;
+  }
   default:
-    /* Block bitmaps, reserved GDT, data, xattr content, the journal,
-     * free space: nothing the model holds.
+    /* Block bitmaps, reserved GDT, data, the journal, free space:
+     * nothing the model holds.
      */
     break;
   }
@@ -487,9 +503,10 @@ check_groups (struct upd *d)
 
 static int
 map_side (struct upd *d, const struct fsev_source *v, uint32_t ino,
-          struct fsev_one_inode *out)
+          struct fsev_one_inode *out, unsigned char **keep)
 {
   memset (out, 0, sizeof *out);
+  *keep = NULL;
   bool vis;
   if (inode_visible (d, v, ino, &vis) == -1)
     return -1;
@@ -507,9 +524,12 @@ map_side (struct upd *d, const struct fsev_source *v, uint32_t ino,
     return -1;
   }
   int r = fsev_map_one_inode (d->u->fs, d->L, ino, raw, out);
-  free (raw);
-  if (r == -1)
+  if (r == -1) {
+    free (raw);
     d->oom = true;
+  }
+  else
+    *keep = raw;
   return r;
 }
 
@@ -535,10 +555,12 @@ remap_inode (struct upd *d, uint32_t ino)
   struct inode_change *c = &d->ic[d->nic];
   memset (c, 0, sizeof *c);
   c->ino = ino;
-  if (map_side (d, d->oldv, ino, &c->old) == -1 ||
-      map_side (d, d->newv, ino, &c->neu) == -1) {
+  if (map_side (d, d->oldv, ino, &c->old, &c->raw_old) == -1 ||
+      map_side (d, d->newv, ino, &c->neu, &c->raw_new) == -1) {
     free (c->old.runs);
     free (c->neu.runs);
+    free (c->raw_old);
+    free (c->raw_new);
     return;
   }
   d->nic++;
@@ -569,6 +591,131 @@ remap_inode (struct upd *d, uint32_t ino)
        (c->old.rec.flags & INLINE_DATA_FL) || (c->neu.rec.flags & INLINE_DATA_FL)))
     if (u32s_add (&d->dirs, ino) == -1)
       d->oom = true;
+}
+
+/* --- What the records do not show. --- */
+
+struct lmap { uint64_t lblk, pblk, len, flags; };   /* no padding */
+
+static bool
+same_lmaps (const struct lmap *a, const struct lmap *b, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    if (a[i].lblk != b[i].lblk || a[i].pblk != b[i].pblk ||
+        a[i].len != b[i].len || a[i].flags != b[i].flags)
+      return false;
+  return true;
+}
+
+static int
+cmp_lmap (const void *a, const void *b)
+{
+  const struct lmap *x = a, *y = b;
+  return x->lblk < y->lblk ? -1 : x->lblk > y->lblk;
+}
+
+/* The data map of S inside its first NBLK logical blocks, by logical
+ * block, contiguous pieces joined.  NULL (and *N 0) when it has none;
+ * -1 when out of memory.
+ */
+static int
+data_map (const struct fsev_one_inode *s, uint64_t nblk, struct lmap **out,
+          size_t *n)
+{
+  *out = NULL;
+  *n = 0;
+  struct lmap *v = malloc ((s->nruns ? s->nruns : 1) * sizeof *v);
+  if (v == NULL)
+    return -1;
+  size_t k = 0;
+  for (size_t i = 0; i < s->nruns; i++) {
+    const struct run *r = &s->runs[i];
+    if (r->role != FSEV_ROLE_DATA || r->aux >= nblk)
+      continue;
+    uint64_t len = r->len;
+    if (r->aux + len > nblk)
+      len = nblk - r->aux;
+    v[k++] = (struct lmap) { r->aux, r->pblk, len, r->flags & RUN_UNWRITTEN };
+  }
+  qsort (v, k, sizeof *v, cmp_lmap);
+  size_t m = 0;
+  for (size_t i = 0; i < k; i++) {
+    if (m && v[m - 1].lblk + v[m - 1].len == v[i].lblk &&
+        v[m - 1].pblk + v[m - 1].len == v[i].pblk && v[m - 1].flags == v[i].flags) {
+      v[m - 1].len += v[i].len;
+      continue;
+    }
+    v[m++] = v[i];
+  }
+  *out = v;
+  *n = m;
+  return 0;
+}
+
+/* FSEV_ATTR_BLOCKS and FSEV_ATTR_XATTR for an inode in use before and
+ * after: what its bytes are (the block map inside both sizes, inline
+ * content) and its extended attributes (the block, its content, the
+ * in-inode area) -- changes the inode's record does not show, so that
+ * a remap with size and times kept is an event too.
+ */
+static unsigned
+extra_changes (struct upd *d, const struct inode_change *c)
+{
+  const struct fsev_one_inode *a = &c->old, *b = &c->neu;
+  const struct fsev_layout *L = d->L;
+  unsigned x = 0;
+  if (!a->in_use || !b->in_use || a->rec.generation != b->rec.generation ||
+      ((a->rec.mode ^ b->rec.mode) & 0170000) || !c->raw_old || !c->raw_new)
+    return 0;                   /* created, deleted or reused: its own events */
+  uint64_t size = a->rec.size < b->rec.size ? a->rec.size : b->rec.size;
+  uint64_t nblk = (size + L->block_size - 1) / L->block_size;
+  struct lmap *ma, *mb;
+  size_t na, nb;
+  if (data_map (a, nblk, &ma, &na) == -1 || data_map (b, nblk, &mb, &nb) == -1) {
+    free (ma);
+    d->oom = true;
+    return 0;
+  }
+  if (na != nb || !same_lmaps (ma, mb, na))
+    x |= FSEV_ATTR_BLOCKS;
+  free (ma);
+  free (mb);
+  /* Content kept in i_block itself: a fast symlink's target, inline
+   * data.  (For other inodes i_block is the block map, compared above.)
+   */
+  const size_t iblock = offsetof (struct ext2_inode, i_block);
+  bool inline_a = (a->rec.flags & INLINE_DATA_FL) ||
+    (LINUX_S_ISLNK (a->rec.mode) && a->nruns == 0);
+  bool inline_b = (b->rec.flags & INLINE_DATA_FL) ||
+    (LINUX_S_ISLNK (b->rec.mode) && b->nruns == 0);
+  if ((inline_a || inline_b) &&
+      memcmp (c->raw_old + iblock, c->raw_new + iblock,
+              sizeof ((struct ext2_inode *) 0)->i_block) != 0)
+    x |= FSEV_ATTR_BLOCKS;
+  /* Extended attributes: the block, what it holds, the in-inode area
+   * (after i_extra_isize's fields, whose checksum changes with any
+   * change of the inode).
+   */
+  if (a->xattr_blk != b->xattr_blk)
+    x |= FSEV_ATTR_XATTR;
+  else if (a->xattr_blk) {
+    if (vread (d->oldv, d->a, d->u->bs, a->xattr_blk * d->u->bs) == -1 ||
+        vread (d->newv, d->b, d->u->bs, b->xattr_blk * d->u->bs) == -1 ||
+        memcmp (d->a, d->b, d->u->bs) != 0)
+      x |= FSEV_ATTR_XATTR;
+  }
+  if (L->inode_size > EXT2_GOOD_OLD_INODE_SIZE + 2) {
+    const struct ext2_inode_large *la = (const void *) c->raw_old;
+    const struct ext2_inode_large *lb = (const void *) c->raw_new;
+    size_t ea = EXT2_GOOD_OLD_INODE_SIZE + la->i_extra_isize;
+    size_t eb = EXT2_GOOD_OLD_INODE_SIZE + lb->i_extra_isize;
+    if (ea != eb)
+      x |= FSEV_ATTR_XATTR;
+    else if (ea < L->inode_size &&
+             memcmp (c->raw_old + ea, c->raw_new + ea, L->inode_size - ea) != 0)
+      x |= FSEV_ATTR_XATTR;
+  }
+  return x;
 }
 
 /* --- Re-reading directories. --- */
@@ -882,6 +1029,8 @@ upd_free (struct upd *d)
   for (size_t i = 0; i < d->nic; i++) {
     free (d->ic[i].old.runs);
     free (d->ic[i].neu.runs);
+    free (d->ic[i].raw_old);
+    free (d->ic[i].raw_new);
   }
   free (d->ic);
   free (d->cand.v);
@@ -953,6 +1102,17 @@ fsev_update (struct fsev_layout *L, struct fsev_updater *u,
     reread_dir (&d, d.dirs.v[i]);
   up->inodes = d.nic;
   up->dirs = d.dirs.n;
+  for (size_t i = 0; i < d.nic && !d.rescan && !d.oom; i++) {
+    unsigned x = extra_changes (&d, &d.ic[i]);
+    if (x == 0)
+      continue;
+    if (fsev_grow ((void **) &up->extra, &up->extra_cap, up->nextra + 1,
+                   sizeof *up->extra) == -1) {
+      d.oom = true;
+      break;
+    }
+    up->extra[up->nextra++] = (struct fsev_extra) { d.ic[i].ino, x };
+  }
 
   /* 3. What the events are about: the re-mapped inodes and the inodes
    * whose names changed.
@@ -1003,11 +1163,164 @@ fsev_update_rollback (struct fsev_layout *L, struct fsev_update *up)
   fsev_update_release (up);
 }
 
+unsigned
+fsev_update_extra (const struct fsev_update *up, uint32_t ino)
+{
+  /* In inode order: the inodes were re-mapped in that order. */
+  size_t lo = 0, hi = up->nextra;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (up->extra[mid].ino < ino)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo < up->nextra && up->extra[lo].ino == ino ? up->extra[lo].changed : 0;
+}
+
 void
 fsev_update_release (struct fsev_update *up)
 {
   fsev_undo_free (&up->undo);
+  free (up->extra);
+  up->extra = NULL;
+  up->nextra = up->extra_cap = 0;
   fsev_layout_free (up->before);
   fsev_layout_free (up->after);
   up->before = up->after = NULL;
+}
+
+/* --- The same, between two whole models (after a full scan). --- */
+
+struct omap { uint32_t ino; struct lmap m; };
+
+static int
+cmp_omap (const void *a, const void *b)
+{
+  const struct omap *x = a, *y = b;
+  if (x->ino != y->ino)
+    return x->ino < y->ino ? -1 : 1;
+  return x->m.lblk < y->m.lblk ? -1 : x->m.lblk > y->m.lblk;
+}
+
+static int
+cmp_owner_ino (const void *a, const void *b)
+{
+  const struct xattr_owner *x = a, *y = b;
+  return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+/* Every data run of L by inode and logical block. */
+static struct omap *
+all_data (const struct fsev_layout *L, size_t *n)
+{
+  struct omap *v = malloc ((L->nruns ? L->nruns : 1) * sizeof *v);
+  *n = 0;
+  if (v == NULL)
+    return NULL;
+  for (size_t i = 0; i < L->nruns; i++)
+    if (L->runs[i].role == FSEV_ROLE_DATA)
+      v[(*n)++] = (struct omap) { L->runs[i].owner,
+        { L->runs[i].aux, L->runs[i].pblk, L->runs[i].len,
+          L->runs[i].flags & RUN_UNWRITTEN } };
+  qsort (v, *n, sizeof *v, cmp_omap);
+  return v;
+}
+
+/* The next piece of INO's map inside NBLK blocks from *I, joined with
+ * what continues it.  False at the end.
+ */
+static bool
+next_piece (const struct omap *v, size_t n, size_t *i, uint32_t ino,
+            uint64_t nblk, struct lmap *out)
+{
+  while (*i < n && v[*i].ino == ino && v[*i].m.lblk >= nblk)
+    (*i)++;
+  if (*i >= n || v[*i].ino != ino)
+    return false;
+  *out = v[(*i)++].m;
+  if (out->lblk + out->len > nblk)
+    out->len = nblk - out->lblk;
+  while (*i < n && v[*i].ino == ino && v[*i].m.lblk < nblk &&
+         out->lblk + out->len == v[*i].m.lblk &&
+         out->pblk + out->len == v[*i].m.pblk && out->flags == v[*i].m.flags) {
+    uint64_t len = v[*i].m.len;
+    if (v[*i].m.lblk + len > nblk)
+      len = nblk - v[*i].m.lblk;
+    out->len += len;
+    (*i)++;
+  }
+  return true;
+}
+
+int
+fsev_extra_from_models (const struct fsev_layout *A, const struct fsev_layout *B,
+                        struct fsev_update *up)
+{
+  size_t na, nb;
+  struct omap *va = all_data (A, &na), *vb = all_data (B, &nb);
+  if (va == NULL || vb == NULL) {
+    free (va);
+    free (vb);
+    return -1;
+  }
+  /* Xattr owners by inode. */
+  struct xattr_owner *xa = malloc ((A->nxattrs + 1) * sizeof *xa);
+  struct xattr_owner *xb = malloc ((B->nxattrs + 1) * sizeof *xb);
+  if (xa == NULL || xb == NULL) {
+    free (va); free (vb); free (xa); free (xb);
+    return -1;
+  }
+  memcpy (xa, A->xattrs, A->nxattrs * sizeof *xa);
+  memcpy (xb, B->xattrs, B->nxattrs * sizeof *xb);
+  qsort (xa, A->nxattrs, sizeof *xa, cmp_owner_ino);
+  qsort (xb, B->nxattrs, sizeof *xb, cmp_owner_ino);
+  size_t ixa = 0, ixb = 0;
+  size_t ia = 0, ib = 0;
+  size_t nia, nib;
+  const struct fsev_inode *ra = fsev_layout_inodes (A, &nia);
+  const struct fsev_inode *rb = fsev_layout_inodes (B, &nib);
+  int ret = 0;
+  for (size_t i = 0, j = 0; i < nia && j < nib && ret == 0; ) {
+    if (ra[i].ino < rb[j].ino) { i++; continue; }
+    if (rb[j].ino < ra[i].ino) { j++; continue; }
+    const struct fsev_inode *a = &ra[i++], *b = &rb[j++];
+    unsigned x = 0;
+    if (a->generation == b->generation && !((a->mode ^ b->mode) & 0170000)) {
+      uint64_t size = a->size < b->size ? a->size : b->size;
+      uint64_t nblk = (size + A->block_size - 1) / A->block_size;
+      while (ia < na && va[ia].ino < a->ino) ia++;
+      while (ib < nb && vb[ib].ino < a->ino) ib++;
+      for (;;) {
+        struct lmap pa, pb;
+        bool ha = next_piece (va, na, &ia, a->ino, nblk, &pa);
+        bool hb = next_piece (vb, nb, &ib, a->ino, nblk, &pb);
+        if (ha != hb || (ha && !same_lmaps (&pa, &pb, 1))) {
+          x |= FSEV_ATTR_BLOCKS;
+          break;
+        }
+        if (!ha)
+          break;
+      }
+      /* xattr block numbers (the content is not compared here). */
+      while (ixa < A->nxattrs && xa[ixa].ino < a->ino) ixa++;
+      while (ixb < B->nxattrs && xb[ixb].ino < a->ino) ixb++;
+      uint64_t pa = ixa < A->nxattrs && xa[ixa].ino == a->ino ? xa[ixa].pblk : 0;
+      uint64_t pb = ixb < B->nxattrs && xb[ixb].ino == a->ino ? xb[ixb].pblk : 0;
+      if (pa != pb)
+        x |= FSEV_ATTR_XATTR;
+    }
+    if (x) {
+      if (fsev_grow ((void **) &up->extra, &up->extra_cap, up->nextra + 1,
+                     sizeof *up->extra) == -1)
+        ret = -1;
+      else
+        up->extra[up->nextra++] = (struct fsev_extra) { a->ino, x };
+    }
+  }
+  free (va);
+  free (vb);
+  free (xa);
+  free (xb);
+  return ret;
 }

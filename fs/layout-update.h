@@ -42,8 +42,18 @@ extern struct fsev_updater *fsev_updater_open (const struct fsev_layout *L,
                                                char *err, size_t errlen);
 extern void fsev_updater_close (struct fsev_updater *u);
 
+/* An inode whose bytes or extended attributes changed in ways its
+ * record does not show (FSEV_ATTR_BLOCKS, FSEV_ATTR_XATTR of diff.h).
+ */
+struct fsev_extra {
+  uint32_t ino;
+  unsigned changed;
+};
+
 struct fsev_update {
   struct fsev_undo undo;        /* the edits made to the model */
+  struct fsev_extra *extra;     /* by inode */
+  size_t nextra, extra_cap;
   struct fsev_layout *before;   /* the touched inodes before */
   struct fsev_layout *after;    /* and after */
   size_t blocks;                /* changed blocks looked at */
@@ -66,6 +76,18 @@ fsev_update (struct fsev_layout *L, struct fsev_updater *u,
              const struct fsev_source *new_view,
              const uint64_t *blocks, size_t nblocks,
              struct fsev_update *up, char *why, size_t whylen);
+
+/* What fsev_diff_extra should add for INO. */
+extern unsigned fsev_update_extra (const struct fsev_update *up, uint32_t ino);
+
+/* After a full scan: FSEV_ATTR_BLOCKS (block maps) and FSEV_ATTR_XATTR
+ * (xattr block numbers; not their content, nor in-inode attributes or
+ * inline content: only the commit-time update reads those) between two
+ * whole models, into UP's extra list.  0, or -1 out of memory.
+ */
+extern int fsev_extra_from_models (const struct fsev_layout *A,
+                                   const struct fsev_layout *B,
+                                   struct fsev_update *up);
 
 /* Roll the edits back (a veto) and free UP. */
 extern void fsev_update_rollback (struct fsev_layout *L, struct fsev_update *up);

@@ -27,8 +27,12 @@ extern "C" {
  * 1.2: lock and unlock events (before_lock/after_lock,
  * before_unlock/after_unlock).
  * 1.3: would_deny in write and change events (protect-mode=audit).
+ * 1.4: set_attributes also reports the link count (FSEVENT_ATTR_LINKS),
+ * what the file's bytes are (FSEVENT_ATTR_BLOCKS: its block map inside
+ * the file, or its inline content, changed) and its extended attributes
+ * (FSEVENT_ATTR_XATTR).
  */
-#define FSEVENT_API_MINOR 3
+#define FSEVENT_API_MINOR 4
 
 /* Does the plugin's event EV have FIELD?  Fields added after 1.0 are
  * read only when this is true: a plugin older than the handler passes
@@ -128,6 +132,18 @@ enum fsevent_change_kind {
 #define FSEVENT_ATTR_CTIME  0x40
 #define FSEVENT_ATTR_CRTIME 0x80
 #define FSEVENT_ATTR_TIMES  0xf0
+/* 1.4: */
+#define FSEVENT_ATTR_LINKS  0x100   /* the link count (attributes.links) */
+#define FSEVENT_ATTR_BLOCKS 0x200   /* what the file's bytes are: blocks
+                                       inside both the old and the new size
+                                       moved, a hole made or filled, an
+                                       unwritten extent made readable, or
+                                       the inline content (a fast symlink's
+                                       target, inline data) rewritten:
+                                       a remap, even with size and times
+                                       kept */
+#define FSEVENT_ATTR_XATTR  0x400   /* extended attributes (ACLs, security
+                                       labels): added, removed or changed */
 
 struct fsevent_time {
   int64_t sec;

@@ -53,6 +53,8 @@ plan_free (struct follow_plan *p)
     return;
   if (p->updated)
     fsev_update_rollback (p->vol->layout, &p->up);
+  else
+    free (p->up.extra);         /* found after a full scan */
   for (size_t i = 0; i < p->nheld; i++)
     free (p->held[i].data);
   free (p->held);
@@ -259,6 +261,28 @@ jdata_segment (const struct fsev_segment *seg, void *opaque)
  * journal block CJBLK.  Normally it starts where the last one ended;
  * otherwise (first transaction after mount) walk back to its start.
  */
+/* fsev_diff_extra's callbacks: the volume's announced names, and what
+ * the update (or the comparison of whole models) found beyond records.
+ */
+struct extra_ctx {
+  struct volume *vol;
+  const struct fsev_update *up;
+};
+
+static bool
+was_named_x (uint32_t ino, void *opaque)
+{
+  const struct extra_ctx *x = opaque;
+  return follow_was_named (ino, x->vol);
+}
+
+static unsigned
+extra_of (uint32_t ino, void *opaque)
+{
+  const struct extra_ctx *x = opaque;
+  return fsev_update_extra (x->up, ino);
+}
+
 /* Decide a commit point: the model for the view CV (from OLDV, the
  * committed view now, through the blocks PR names), and the events the
  * change carries, in P.  0 or an errno.
@@ -339,7 +363,10 @@ plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
   if (next) {
     /* Namespace changes. */
     struct fsev_change *ch;
-    ssize_t nch = fsev_diff (A, B, follow_was_named, vol, &ch);
+    if (p->L && fsev_extra_from_models (A, B, &p->up) == -1)
+      return ENOMEM;
+    struct extra_ctx xc = { vol, &p->up };
+    ssize_t nch = fsev_diff_extra (A, B, was_named_x, extra_of, &xc, &ch);
     if (nch < 0)
       return ENOMEM;
     ssize_t i = 0;

@@ -383,6 +383,16 @@ log_event_type_name (unsigned lev)
 }
 
 const char *
+log_attr_name (unsigned bit)
+{
+  static const char *const names[] = {
+    "mode", "uid", "gid", "flags", "atime", "mtime", "ctime", "crtime",
+    "links", "blocks", "xattr",
+  };
+  return bit < sizeof names / sizeof names[0] ? names[bit] : NULL;
+}
+
+const char *
 log_change_name (enum fsevent_change_kind k)
 {
   return (unsigned) k < sizeof change_names / sizeof change_names[0]
@@ -483,17 +493,16 @@ log_change (struct log_batch *b, const struct fsevent_change *ev)
     text_u64 (&t, "size", a->size);
     break;
   case FSEVENT_SET_ATTRIBUTES: {
-    static const char *const attr[] = {
-      "mode", "uid", "gid", "flags", "atime", "mtime", "ctime", "crtime" };
     PUT (&t, ",\"changed\":[");
     bool first = true;
-    for (unsigned i = 0; i < 8; i++)
+    for (unsigned i = 0; log_attr_name (i); i++)
       if (ev->changed & (1u << i)) {
+        const char *name = log_attr_name (i);
         if (!first)
           PUT (&t, ",");
         first = false;
         PUT (&t, "\"");
-        text_put (&t, attr[i], strlen (attr[i]));
+        text_put (&t, name, strlen (name));
         PUT (&t, "\"");
       }
     PUT (&t, "]");
@@ -507,6 +516,9 @@ log_change (struct log_batch *b, const struct fsevent_change *ev)
     if (ev->changed & FSEVENT_ATTR_CTIME) text_time (&t, "ctime", &a->ctime);
     if (ev->changed & FSEVENT_ATTR_CRTIME)
       text_time (&t, "crtime", &a->crtime);
+    if (ev->changed & FSEVENT_ATTR_LINKS) text_u64 (&t, "links", a->links);
+    if (ev->changed & FSEVENT_ATTR_BLOCKS) text_bool (&t, "blocks", true);
+    if (ev->changed & FSEVENT_ATTR_XATTR) text_bool (&t, "xattr", true);
     break;
   }
   default:

@@ -80,6 +80,10 @@ extern void log_undecided (struct log_batch *b, unsigned partition,
 extern void log_unattributed (struct log_batch *b, unsigned partition,
                               uint64_t offset, uint64_t length,
                               const char *reason);
+/* The name of bit BIT of fsevent_change.changed ("mode", ...,
+ * "links", "blocks", "xattr"), or NULL past the last.
+ */
+extern const char *log_attr_name (unsigned bit);
 extern const char *log_change_name (enum fsevent_change_kind k);
 extern const char *log_file_type (uint32_t mode);
 

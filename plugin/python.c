@@ -48,6 +48,7 @@
 
 #include "fsevent.h"
 #include "handlers.h"
+#include "log.h"
 #include "python.h"
 
 #define MAX_MODULES 16
@@ -688,12 +689,10 @@ attributes (const struct fsevent_attributes *a)
 static PyObject *
 changed_names (unsigned changed)
 {
-  static const char *const names[] = {
-    "mode", "uid", "gid", "flags", "atime", "mtime", "ctime", "crtime" };
   PyObject *l = PyList_New (0);
-  for (unsigned i = 0; l && i < 8; i++)
+  for (unsigned i = 0; l && log_attr_name (i); i++)
     if (changed & (1u << i)) {
-      PyObject *s = PyUnicode_FromString (names[i]);
+      PyObject *s = PyUnicode_FromString (log_attr_name (i));
       if (s == NULL || PyList_Append (l, s) == -1) {
         Py_XDECREF (s);
         Py_DECREF (l);

@@ -48,6 +48,7 @@
 
 #include "builtins.h"
 #include "errnames.h"
+#include "log.h"
 
 /* posix_spawn_file_actions_addclosefrom_np appeared in glibc 2.34. */
 #ifdef __GLIBC_PREREQ
@@ -726,9 +727,7 @@ call_change (struct fsevent_change *ev, bool before)
   static const char *const kinds[] = {
     "create", "delete", "link", "unlink", "rename", "set_size",
     "set_attributes" };
-  static const char *const attrs[] = {
-    "mode", "uid", "gid", "flags", "atime", "mtime", "ctime", "crtime" };
-  char method[32], a[6][32], changed[80] = "";
+  char method[32], a[6][32], changed[96] = "";
   char *argv[12];
   size_t n = 0;
 
@@ -767,11 +766,11 @@ call_change (struct fsevent_change *ev, bool before)
     argv[n++] = a[1]; argv[n++] = a[2];
     break;
   case FSEVENT_SET_ATTRIBUTES:
-    for (unsigned i = 0; i < 8; i++)
+    for (unsigned i = 0; log_attr_name (i); i++)
       if (ev->changed & (1u << i)) {
         if (changed[0])
           strcat (changed, ",");
-        strcat (changed, attrs[i]);
+        strcat (changed, log_attr_name (i));
       }
     argv[n++] = changed;
     break;

@@ -64,7 +64,7 @@ ORDER = ("create", "rename", "link", "set_size", "write", "set_attributes",
 RANK = {e: i for i, e in enumerate(ORDER)}
 NS = ("create", "rename", "link", "unlink", "delete")
 TIMESTAMPS = {"atime", "mtime", "ctime", "crtime"}
-ATTRS = {"mode", "uid", "gid", "flags"} | TIMESTAMPS
+ATTRS = {"mode", "uid", "gid", "flags", "links", "blocks", "xattr"} | TIMESTAMPS
 TYPES = ("file", "directory", "symlink", "chardev", "blockdev", "fifo",
          "socket")
 

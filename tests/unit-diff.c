@@ -514,10 +514,14 @@ START_TEST (test_diff_link_unlink)
               /* its last name goes, the inode stays (open, orphan) */
               "unlink orph\n");
   fx_diff (&f);
-  /* The links count is no attribute; the names are. */
+  /* The names, and the link count as an attribute of its own (a guest
+   * may write the count alone).
+   */
   CHECK (&f,
          W (FSEV_LINK, a, NULL, "/a3"),
          W (FSEV_LINK, a, NULL, "/d/a2"),
+         W (FSEV_SET_ATTRIBUTES, a, "/a", "/a", .changed = FSEV_ATTR_LINKS),
+         W (FSEV_SET_ATTRIBUTES, fi, "/f", "/f", .changed = FSEV_ATTR_LINKS),
          W (FSEV_UNLINK, fi, "/g", NULL),
          W (FSEV_UNLINK, fi, "/d/h", NULL),
          W (FSEV_UNLINK, orph, "/orph", NULL));
@@ -567,6 +571,8 @@ START_TEST (test_diff_rename)
          W (FSEV_RENAME, src2, "/src2", "/v2a", .replaced = v2),
          W (FSEV_RENAME, d, "/d", "/dd"),
          W (FSEV_LINK, lk, NULL, "/tgt", .replaced = tgt),
+         W (FSEV_SET_ATTRIBUTES, lk, "/lk", "/lk", .changed = FSEV_ATTR_LINKS),
+         W (FSEV_SET_ATTRIBUTES, v2, "/v2a", "/v2b", .changed = FSEV_ATTR_LINKS),
          W (FSEV_UNLINK, v2, "/v2a", NULL),
          W (FSEV_DELETE, vic, "/victim", NULL),
          W (FSEV_DELETE, tgt, "/tgt", NULL));
@@ -727,7 +733,8 @@ START_TEST (test_diff_many_links)
     snprintf (cmds, sizeof cmds, "unlink %s\nsif h1 links_count 69\n", name);
   fx_debugfs (&f, cmds);
   fx_diff (&f);
-  CHECK (&f, W (FSEV_UNLINK, h, name, NULL));
+  CHECK (&f, W (FSEV_UNLINK, h, name, NULL),
+         W (FSEV_SET_ATTRIBUTES, h, "/h0", "/h0", .changed = FSEV_ATTR_LINKS));
   fx_done (&f);
 }
 END_TEST
@@ -829,6 +836,8 @@ START_TEST (test_diff_everything)
          W (FSEV_RENAME, src, "/src", "/victim", .replaced = vic),
          W (FSEV_LINK, a, NULL, "/a2"),
          W (FSEV_SET_SIZE, sz, "/sz", "/sz"),
+         W (FSEV_SET_ATTRIBUTES, a, "/a", "/a", .changed = FSEV_ATTR_LINKS),
+         W (FSEV_SET_ATTRIBUTES, fi, "/f", "/f", .changed = FSEV_ATTR_LINKS),
          W (FSEV_SET_ATTRIBUTES, attr, "/attr", "/attr",
            .changed = FSEV_ATTR_MODE | FSEV_ATTR_UID),
          W (FSEV_UNLINK, fi, "/g", NULL),
