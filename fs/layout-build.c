@@ -171,9 +171,17 @@ map_fixed_metadata (struct builder *b)
     blk_t used = 0;
     uint8_t backup = g == 0 ? 0 : RUN_BACKUP;
 
+    /* libext2fs does the group arithmetic: groups start at
+     * s_first_data_block + g * s_blocks_per_group (blocks, not
+     * clusters), and with 1 KiB blocks and bigalloc s_first_data_block
+     * is 0 yet the superblock still lies at byte 1024 (block 1), with
+     * the descriptors after it: SUPER, not s_first_data_block, says
+     * where group 0's metadata starts.
+     */
     ext2fs_super_and_bgd_loc2 (fs, g, &super, &old_desc, &new_desc, &used);
     if (g == 0)                 /* the boot block belongs with it */
-      add_run (b, 0, (uint64_t) sb->s_first_data_block + 1,
+      add_run (b, 0, (uint64_t) (super > sb->s_first_data_block
+                                 ? super : sb->s_first_data_block) + 1,
                FSEV_ROLE_SUPERBLOCK, g, 0, 0);
     else if (super)
       add_run (b, super, 1, FSEV_ROLE_SUPERBLOCK, g, 0, backup);
