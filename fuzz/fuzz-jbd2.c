@@ -6,7 +6,10 @@
  * parse is not refused on that alone.  Blocks past the input read as
  * zeros (seeds are the first blocks of a journal, where the log is),
  * up to s_maxlen, at most 2^20 blocks (the callers check s_maxlen
- * against the journal inode).  It parses the
+ * against the journal inode).  When bit 0 of the input's fourth last
+ * byte is set, the checksums of the superblock and of the descriptor,
+ * revoke and commit blocks (csum v2/v3) are recomputed first, so that
+ * mutations get past them to the parsing behind.  It parses the
  * superblock, walks the log from s_start, and parses transactions at
  * a few other places.  Besides the sanitizers' reports it aborts when
  * a result breaks jbd2.h's contract: a tag or a commit outside the
@@ -20,6 +23,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <ext2fs/ext2fs.h>
 
 #include "jbd2.h"
 
@@ -74,6 +79,46 @@ walk_fn (const struct fsev_jtxn *t, void *opaque)
   return 0;
 }
 
+static uint32_t
+be32_at (const uint8_t *p)
+{
+  return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16 |
+    (uint32_t) p[2] << 8 | p[3];
+}
+
+static void
+put_be32 (uint8_t *p, uint32_t v)
+{
+  p[0] = v >> 24;
+  p[1] = v >> 16;
+  p[2] = v >> 8;
+  p[3] = v;
+}
+
+/* Seal BUF's checksums as the kernel writes them (csum v2/v3). */
+static void
+reseal (uint8_t *buf, size_t size, uint32_t bs)
+{
+  if (!(be32_at (buf + 40) & 0x18))
+    return;
+  put_be32 (buf + 0xFC, 0);
+  put_be32 (buf + 0xFC, ext2fs_crc32c_le (~0U, buf, 1024));
+  uint32_t seed = ext2fs_crc32c_le (~0U, buf + 0x30, 16);
+  for (size_t off = bs; off + bs <= size; off += bs) {
+    uint8_t *b = buf + off;
+    if (be32_at (b) != FSEV_JBD2_MAGIC)
+      continue;
+    uint32_t type = be32_at (b + 4);
+    uint8_t *at = type == FSEV_JBD2_COMMIT ? b + 16 :
+      type == FSEV_JBD2_DESCRIPTOR || type == FSEV_JBD2_REVOKE ?
+      b + bs - 4 : NULL;
+    if (at) {
+      put_be32 (at, 0);
+      put_be32 (at, ext2fs_crc32c_le (seed, b, bs));
+    }
+  }
+}
+
 int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
 
 int
@@ -88,16 +133,25 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     (uint32_t) data[14] << 8 | data[15];
   if (bs != 1024 && bs != 2048 && bs != 4096)
     bs = 1024;
+  uint8_t *copy = NULL;
+  if (data[size - 4] & 1) {
+    copy = malloc (size);
+    if (copy == NULL)
+      return 0;
+    memcpy (copy, data, size);
+    reseal (copy, size, bs);
+    data = copy;
+  }
   if (fsev_jbd2_parse_super (data, bs, &js, err, sizeof err) != 0)
-    return 0;
+    goto out;
   if (js.maxlen > (1u << 20))
-    return 0;
+    goto out;
 
   struct journal j = { .data = data, .size = size, .bs = bs,
                        .maxlen = js.maxlen };
   j.times = calloc (js.maxlen, 1);
   if (j.times == NULL)
-    return 0;
+    goto out;
   uint32_t next = 0, next_seq = 0;
   int n = fsev_jbd2_walk (&js, jread, &j, walk_fn, &js, &next, &next_seq);
   if (n >= 0 && (next < js.first || next >= js.log_end))
@@ -131,5 +185,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     else if (t.tags != NULL || t.revoked != NULL || err[0] == 0)
       abort ();
   }
+ out:
+  free (copy);
   return 0;
 }

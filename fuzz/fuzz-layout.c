@@ -3,7 +3,10 @@
  *
  * The input is a small ext2/3/4 image held in memory and read through
  * a struct fsev_source callback (fs/source.h), as the plugin reads the
- * disk.  It probes it (fsev_fsinfo_probe), builds the model
+ * disk.  The device is as large as the superblock says the filesystem
+ * is (at most 64 MiB), or the input if that is larger; past the input
+ * it reads as zeros.  So inputs can be the head of an image, where the
+ * metadata lies, and mutations are not spent on file data.  It probes it (fsev_fsinfo_probe), builds the model
  * (fsev_layout_build) and queries the result: segments of the whole
  * image and of a few ranges, the paths and names of the first inodes,
  * a path lookup of each path found, their data runs, the journal's
@@ -30,16 +33,22 @@
 
 struct mem {
   const uint8_t *data;
-  size_t size;
+  size_t size;                  /* of the input */
+  uint64_t device_size;
 };
 
 static int
 mem_read (void *opaque, void *buf, size_t count, uint64_t offset)
 {
   const struct mem *m = opaque;
-  if (offset > m->size || count > m->size - offset)
+  if (offset > m->device_size || count > m->device_size - offset)
     abort ();                   /* source.h: never past SIZE */
-  memcpy (buf, m->data + offset, count);
+  size_t have = offset < m->size ? m->size - offset : 0;
+  if (have > count)
+    have = count;
+  if (have)
+    memcpy (buf, m->data + offset, have);
+  memset ((char *) buf + have, 0, count - have);
   return 0;
 }
 
@@ -115,8 +124,15 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   if (le32 (sb + 0) > (1u << 18) || blocks > (1u << 20))
     return 0;
 
-  struct mem m = { .data = data, .size = size };
-  struct fsev_source src = { .read = mem_read, .opaque = &m, .size = size };
+  /* s_log_block_size at 24: the filesystem's size in bytes. */
+  uint32_t log_bs = le32 (sb + 24);
+  uint64_t fs_size = log_bs <= 6 ? blocks << (10 + log_bs) : 0;
+  if (fs_size > 64u << 20)
+    fs_size = 64u << 20;
+  struct mem m = { .data = data, .size = size,
+                   .device_size = fs_size > size ? fs_size : size };
+  struct fsev_source src = { .read = mem_read, .opaque = &m,
+                             .size = m.device_size };
   struct fsev_fsinfo info;
   char err[256];
   (void) fsev_fsinfo_probe (&src, "fuzz", &info, err, sizeof err);
@@ -128,7 +144,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 
   uint64_t fs_bytes = fsev_layout_fs_bytes (L);
   unsigned bs = fsev_layout_block_size (L);
-  lookup (L, 0, size);
+  lookup (L, 0, m.device_size);
   lookup (L, 0, fs_bytes + 4096);
   lookup (L, 1000, 5000);
   if (fs_bytes > 3 * (uint64_t) bs)
@@ -173,7 +189,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     (void) fsev_layout_journal_pblk (L, UINT32_MAX);
   }
   uint32_t owners[4];
-  for (uint64_t off = 0; off < size && off < 64 * (uint64_t) bs; off += bs)
+  for (uint64_t off = 0; off < m.device_size && off < 64 * (uint64_t) bs;
+       off += bs)
     (void) fsev_layout_xattr_owners (L, off, owners, 4);
 
   struct fsev_layout_stats st;
