@@ -901,6 +901,20 @@ fsev_layout_build (const struct fsev_source *src,
               "not a filesystem");
     goto fail;
   }
+  /* Groups start at s_first_data_block: 1 with 1 KiB blocks (block 0
+   * is the boot block), 0 otherwise and with bigalloc.  e2fsck refuses
+   * any other value, and libext2fs (1.47.0) reading the bitmaps of such
+   * a filesystem writes past its bitmap buffer (found by fuzz-layout:
+   * 1 KiB blocks, s_first_data_block 256).
+   */
+  unsigned first_data = b.fs->blocksize == 1024 &&
+    EXT2FS_CLUSTER_RATIO (b.fs) == 1 ? 1 : 0;
+  if (sb->s_first_data_block != first_data) {
+    snprintf (err, errlen, "the superblock says the first data block is "
+              "%" PRIu32 ", not %u: the filesystem's geometry is corrupt",
+              sb->s_first_data_block, first_data);
+    goto fail;
+  }
 
   L->block_size = b.fs->blocksize;
   L->fs_blocks = ext2fs_blocks_count (sb);
