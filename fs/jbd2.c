@@ -283,6 +283,8 @@ struct parser {
   void *opaque;
   uint32_t seq;
   uint32_t loglen;
+  uint32_t budget;              /* log blocks it may occupy (<= loglen):
+                                   every block read counts against it */
   uint32_t used;                /* log blocks of this transaction so far */
   uint8_t *blk, *data;          /* the block being parsed; a logged copy */
   struct fsev_jtxn *txn;
@@ -354,10 +356,11 @@ parse_descriptor (struct parser *p, uint32_t pos, uint32_t *ndata)
       flags = ext2fs_be16_to_cpu (t.t_flags);
       csum = ext2fs_be16_to_cpu (t.t_checksum);
     }
-    if ((uint64_t) p->used + 1 + n + 1 > p->loglen) {
+    if ((uint64_t) p->used + 1 + n + 1 > p->budget) {
       seterr (p->err, p->errlen, "transaction %" PRIu32 ": descriptor block %"
-              PRIu32 " describes more blocks than the log holds (%" PRIu32 ")",
-              p->seq, pos, p->loglen);
+              PRIu32 " describes more blocks than the log holds (%" PRIu32 "%s)",
+              p->seq, pos, p->budget,
+              p->budget < p->loglen ? " left before the walk's start" : "");
       return FSEV_J_CORRUPT;
     }
 
@@ -475,11 +478,16 @@ parse_blocks (struct parser *p, uint32_t start)
     uint32_t type, bseq, ndata = 0;
     enum fsev_jresult r;
 
-    if (p->used >= p->loglen) {
-      seterr (p->err, p->errlen, "transaction %" PRIu32 " from block %"
-              PRIu32 ": no commit block within the log's %" PRIu32 " blocks",
-              p->seq, start, p->loglen);
-      return FSEV_J_CORRUPT;
+    if (p->used >= p->budget) {
+      if (p->used == 0)
+        seterr (p->err, p->errlen, "no transaction %" PRIu32 " at block %"
+                PRIu32 ": the walk went all round the log", p->seq, start);
+      else
+        seterr (p->err, p->errlen, "transaction %" PRIu32 " from block %"
+                PRIu32 ": no commit block within the log's %" PRIu32
+                " blocks%s", p->seq, start, p->budget,
+                p->budget < p->loglen ? " left before the walk's start" : "");
+      return p->used == 0 ? FSEV_J_END : FSEV_J_CORRUPT;
     }
     if (p->read (p->opaque, pos, p->blk) == -1) {
       seterr (p->err, p->errlen, "journal block %" PRIu32 ": read error", pos);
@@ -535,11 +543,15 @@ parse_blocks (struct parser *p, uint32_t start)
   }
 }
 
-enum fsev_jresult
-fsev_jbd2_parse_txn (const struct fsev_jsuper *js,
-                     fsev_jread_fn read, void *opaque,
-                     uint32_t start, uint32_t seq,
-                     struct fsev_jtxn *txn, char *err, size_t errlen)
+/* Parse transaction SEQ at START, letting it occupy at most BUDGET
+ * log blocks (at most the log's length): the blocks it reads are among
+ * those, so it reads at most BUDGET of them, each at most once.
+ */
+static enum fsev_jresult
+parse_txn_bounded (const struct fsev_jsuper *js,
+                   fsev_jread_fn read, void *opaque,
+                   uint32_t start, uint32_t seq, uint64_t budget,
+                   struct fsev_jtxn *txn, char *err, size_t errlen)
 {
   enum fsev_jresult r;
 
@@ -565,6 +577,7 @@ fsev_jbd2_parse_txn (const struct fsev_jsuper *js,
     .loglen = js->log_end - js->first, .txn = txn,
     .err = err, .errlen = errlen,
   };
+  p.budget = budget < p.loglen ? (uint32_t) budget : p.loglen;
   p.blk = malloc (js->blocksize);
   p.data = malloc (js->blocksize);
   if (p.blk == NULL || p.data == NULL)
@@ -581,6 +594,16 @@ fsev_jbd2_parse_txn (const struct fsev_jsuper *js,
     memset (txn, 0, sizeof *txn);
   }
   return r;
+}
+
+enum fsev_jresult
+fsev_jbd2_parse_txn (const struct fsev_jsuper *js,
+                     fsev_jread_fn read, void *opaque,
+                     uint32_t start, uint32_t seq,
+                     struct fsev_jtxn *txn, char *err, size_t errlen)
+{
+  return parse_txn_bounded (js, read, opaque, start, seq, UINT32_MAX,
+                            txn, err, errlen);
 }
 
 void
@@ -604,6 +627,16 @@ fsev_jtxn_free (struct fsev_jtxn *txn)
  * The walk stops quietly at the first transaction that is not complete
  * (call fsev_jbd2_parse_txn at *NEXT to learn why).  If FN fails, *NEXT
  * is the start of the transaction it refused.
+ *
+ * Its work is bounded by one lap of the log: the transactions it
+ * accepts and the one it stops at together occupy at most the log's
+ * length from s_start (each is parsed with the blocks left before the
+ * walk would come back to s_start as its budget), every block read
+ * lies in that lap, and none is read twice.  A transaction that would
+ * run past s_start again, into what the walk already took as older
+ * transactions, is not one recovery could find in a sane log: the
+ * walk stops there.  Every transaction takes at least one block, so
+ * the loop ends after at most the log's length of them.
  */
 int
 fsev_jbd2_walk (const struct fsev_jsuper *js,
@@ -624,8 +657,9 @@ fsev_jbd2_walk (const struct fsev_jsuper *js,
     while (walked < loglen && n < INT_MAX) {
       struct fsev_jtxn txn;
       char err[256];
-      enum fsev_jresult r = fsev_jbd2_parse_txn (js, read, opaque, pos, seq,
-                                                 &txn, err, sizeof err);
+      enum fsev_jresult r = parse_txn_bounded (js, read, opaque, pos, seq,
+                                               loglen - walked,
+                                               &txn, err, sizeof err);
       if (r == FSEV_J_IOERR) {
         ret = -1;
         break;

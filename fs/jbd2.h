@@ -109,8 +109,11 @@ enum fsev_jresult {
  * revoke blocks (32/64-bit tags, csum v2/v3 tails and tag checksums,
  * ESCAPE, SAME_UUID, LAST_TAG), the logged blocks they describe, up to
  * its commit block (checksum verified under v2/v3), wrapping from
- * log_end - 1 to first.  Never reads more than the log's length.  On
- * anything but FSEV_J_OK, TXN holds nothing to free and ERR says why.
+ * log_end - 1 to first.  Work: it reads only blocks the transaction
+ * would occupy, each at most once, and at most the log's length of
+ * them (log_end - first), so a hostile descriptor or a missing commit
+ * costs at most one lap of the log.  On anything but FSEV_J_OK, TXN
+ * holds nothing to free and ERR says why.
  */
 extern enum fsev_jresult fsev_jbd2_parse_txn (const struct fsev_jsuper *js,
                                               fsev_jread_fn read, void *opaque,
@@ -125,6 +128,16 @@ extern void fsev_jtxn_free (struct fsev_jtxn *txn);
  * 0 to go on.  Returns the number of transactions walked, or -1 on an
  * I/O error or when FN fails.  *NEXT and *NEXT_SEQ (if not NULL) get
  * where the next transaction would start and its sequence.
+ *
+ * Bound on its work, whatever the log holds: one lap of the log from
+ * s_start.  It stops at the first block that is not the next block of
+ * the expected transaction (a descriptor, revoke or commit block with
+ * the expected sequence), and the transactions it accepts plus the one
+ * it stops in occupy at most log_end - first blocks: a transaction
+ * that would reach s_start again ends the walk.  So it calls READ at
+ * most log_end - first times, never twice for one block, and calls FN
+ * at most log_end - first times (every transaction takes a block at
+ * least); it cannot loop.
  */
 typedef int (*fsev_jtxn_fn) (const struct fsev_jtxn *txn, void *opaque);
 extern int fsev_jbd2_walk (const struct fsev_jsuper *js,

@@ -171,9 +171,17 @@ map_fixed_metadata (struct builder *b)
     blk_t used = 0;
     uint8_t backup = g == 0 ? 0 : RUN_BACKUP;
 
+    /* libext2fs does the group arithmetic: groups start at
+     * s_first_data_block + g * s_blocks_per_group (blocks, not
+     * clusters), and with 1 KiB blocks and bigalloc s_first_data_block
+     * is 0 yet the superblock still lies at byte 1024 (block 1), with
+     * the descriptors after it: SUPER, not s_first_data_block, says
+     * where group 0's metadata starts.
+     */
     ext2fs_super_and_bgd_loc2 (fs, g, &super, &old_desc, &new_desc, &used);
     if (g == 0)                 /* the boot block belongs with it */
-      add_run (b, 0, (uint64_t) sb->s_first_data_block + 1,
+      add_run (b, 0, (uint64_t) (super > sb->s_first_data_block
+                                 ? super : sb->s_first_data_block) + 1,
                FSEV_ROLE_SUPERBLOCK, g, 0, 0);
     else if (super)
       add_run (b, super, 1, FSEV_ROLE_SUPERBLOCK, g, 0, backup);
@@ -898,6 +906,20 @@ fsev_layout_build (const struct fsev_source *src,
   if (ext2fs_has_feature_journal_dev (sb)) {
     snprintf (err, errlen, "this is an external journal device, "
               "not a filesystem");
+    goto fail;
+  }
+  /* Groups start at s_first_data_block: 1 with 1 KiB blocks (block 0
+   * is the boot block), 0 otherwise and with bigalloc.  e2fsck refuses
+   * any other value, and libext2fs (1.47.0) reading the bitmaps of such
+   * a filesystem writes past its bitmap buffer (found by fuzz-layout:
+   * 1 KiB blocks, s_first_data_block 256).
+   */
+  unsigned first_data = b.fs->blocksize == 1024 &&
+    EXT2FS_CLUSTER_RATIO (b.fs) == 1 ? 1 : 0;
+  if (sb->s_first_data_block != first_data) {
+    snprintf (err, errlen, "the superblock says the first data block is "
+              "%" PRIu32 ", not %u: the filesystem's geometry is corrupt",
+              sb->s_first_data_block, first_data);
     goto fail;
   }
 

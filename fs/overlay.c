@@ -2,10 +2,12 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "overlay.h"
+#include "sort.h"
 #include "util.h"
 
 struct fsev_overlay *
@@ -70,15 +72,17 @@ cmp_u64 (const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
-/* Order of the journal copies, for fsev_overlay_refers. */
-static const struct fsev_overlay *sort_o;
-static int
-cmp_src (const void *a, const void *b)
-{
-  uint64_t x = sort_o->e[*(const size_t *) a].src;
-  uint64_t y = sort_o->e[*(const size_t *) b].src;
-  return x < y ? -1 : x > y;
-}
+/* by_src, the entries without a private copy in order of their copy's
+ * device block, for fsev_overlay_refers.  Sorted as (src, index) pairs
+ * by the stable radix sort: no comparator, so no shared state.  (It
+ * was qsort with the overlay in a static for the comparator, which
+ * raced when two partitions' followers committed at once: each holds
+ * only its own overlay's lock.)
+ */
+struct src_index {
+  uint64_t src;
+  uint64_t i;
+};
 
 static int
 rebuild_by_src (struct fsev_overlay *o)
@@ -88,18 +92,28 @@ rebuild_by_src (struct fsev_overlay *o)
   o->nsrc = 0;
   if (o->n == 0)
     return 0;
-  o->by_src = malloc (o->n * sizeof *o->by_src);
-  if (o->by_src == NULL)
+  size_t *by_src = malloc (o->n * sizeof *by_src);
+  struct src_index *pairs = malloc (o->n * sizeof *pairs);
+  if (by_src == NULL || pairs == NULL) {
+    free (by_src);
+    free (pairs);
     return -1;
+  }
+  size_t n = 0;
   for (size_t i = 0; i < o->n; i++)
     if (o->e[i].copy == NULL)
-      o->by_src[o->nsrc++] = i;
-  /* qsort has no context argument; the overlay is only changed under
-   * the caller's exclusive lock, so a static is safe here.
-   */
-  sort_o = o;
-  qsort (o->by_src, o->nsrc, sizeof *o->by_src, cmp_src);
-  sort_o = NULL;
+      pairs[n++] = (struct src_index) { .src = o->e[i].src, .i = i };
+  if (fsev_radix_sort (pairs, n, sizeof *pairs,
+                       offsetof (struct src_index, src), 8) == -1) {
+    free (by_src);
+    free (pairs);
+    return -1;
+  }
+  for (size_t k = 0; k < n; k++)
+    by_src[k] = pairs[k].i;
+  free (pairs);
+  o->by_src = by_src;
+  o->nsrc = n;
   return 0;
 }
 

@@ -1319,6 +1319,188 @@ START_TEST (test_fuzz_synthetic)
 }
 END_TEST
 
+/* --- The walk's work is one lap of the log (issue 14). --- */
+
+struct counted {
+  struct jmem *m;
+  unsigned char times[256];     /* reads of each journal block */
+  long total;
+};
+
+static int
+counted_read (void *opaque, uint32_t jblk, void *buf)
+{
+  struct counted *c = opaque;
+  ck_assert_uint_lt (jblk, 256);
+  c->times[jblk]++;
+  c->total++;
+  return mem_read (c->m, jblk, buf);
+}
+
+/* A csum v3 descriptor at JBLK for N copies (SAME_UUID on all, LAST_TAG
+ * on the last), sealed.  The copies' checksums are wrong: recovery
+ * would skip them, but the parser reads each to check it.
+ */
+static void
+put_descriptor_v3 (struct jmem *m, uint32_t jblk, uint32_t seq, unsigned n)
+{
+  uint8_t *b = blk (m, jblk);
+  memset (b, 0, m->bs);
+  header (b, FSEV_JBD2_DESCRIPTOR, seq);
+  ck_assert_uint_le (12 + 16 * n, m->bs - 4);
+  for (unsigned i = 0; i < n; i++) {
+    put32 (b + 12 + 16 * i, 1000 + i);
+    put32 (b + 12 + 16 * i + 4, 2 | (i == n - 1 ? 8 : 0));
+  }
+  seal_tail (m, jblk);
+}
+
+static void
+put_commit_v3 (struct jmem *m, uint32_t jblk, uint32_t seq)
+{
+  put_commit (m, jblk, seq);
+  seal_commit (m, jblk);
+}
+
+/* s_start 33 in a log of blocks 1..64: eight one-block transactions
+ * (bogus commits, 33..40), then transaction 108 whose descriptors go
+ * round the log and over those commits again, never committing.  The
+ * walk used to give the last one the whole log's length, reading 72
+ * blocks, the commits at 33..40 twice; now it has what is left of the
+ * lap (56 blocks) and reads each block once.
+ */
+START_TEST (test_walk_one_lap)
+{
+  struct jmem m;
+  struct fsev_jsuper js;
+  struct counted c = { .m = &m };
+  uint32_t next, next_seq;
+
+  jmem_new (&m, 1024, 65);
+  make_super (&m, 1, 100, 33, 0x10 | 0x1);     /* csum v3, revoke */
+  parse_super_ok (&m, &js);
+  ck_assert_uint_eq (js.log_end - js.first, 64);
+  for (uint32_t j = 33; j <= 40; j++)
+    put_commit_v3 (&m, j, 100 + (j - 33));
+  put_descriptor_v3 (&m, 41, 108, 23);          /* copies at 42..64 */
+  put_descriptor_v3 (&m, 1, 108, 62);           /* 2..63: over 33..40 */
+
+  ck_assert_int_eq (fsev_jbd2_walk (&js, counted_read, &c, NULL, NULL,
+                                    &next, &next_seq), 8);
+  ck_assert_uint_eq (next, 41);
+  ck_assert_uint_eq (next_seq, 108);
+  ck_assert_int_le (c.total, 64);
+  for (unsigned j = 0; j < 65; j++)
+    ck_assert_msg (c.times[j] <= 1, "journal block %u read %u times", j,
+                   c.times[j]);
+
+  /* Alone, transaction 108 may take the whole log: it reads 64 blocks
+   * (2..40 included), each once, then fails.
+   */
+  struct fsev_jtxn t;
+  char err[256];
+  memset (&c, 0, sizeof c);
+  c.m = &m;
+  ck_assert_int_eq (fsev_jbd2_parse_txn (&js, counted_read, &c, 41, 108, &t,
+                                         err, sizeof err), FSEV_J_CORRUPT);
+  ck_assert_msg (strstr (err, "more blocks than the log"), "%s", err);
+  ck_assert_int_le (c.total, 64);
+  for (unsigned j = 0; j < 65; j++)
+    ck_assert_uint_le (c.times[j], 1);
+
+  /* The log full of one-block transactions: one lap, each block once,
+   * and the walk stops where it began.
+   */
+  for (uint32_t j = 1; j <= 64; j++)
+    put_commit_v3 (&m, j, 100 + (j + 64 - 33) % 64);
+  memset (&c, 0, sizeof c);
+  c.m = &m;
+  ck_assert_int_eq (fsev_jbd2_walk (&js, counted_read, &c, NULL, NULL,
+                                    &next, &next_seq), 64);
+  ck_assert_uint_eq (next, 33);
+  ck_assert_uint_eq (next_seq, 164);
+  ck_assert_int_eq (c.total, 64);
+
+  /* ... and the same with the last one a descriptor whose commit lies
+   * past s_start: the walk stops before it, having read it alone.
+   */
+  put_descriptor_v3 (&m, 32, 163, 3);           /* copies 33..35, commit 36 */
+  memset (&c, 0, sizeof c);
+  c.m = &m;
+  ck_assert_int_eq (fsev_jbd2_walk (&js, counted_read, &c, NULL, NULL,
+                                    &next, &next_seq), 63);
+  ck_assert_uint_eq (next, 32);
+  ck_assert_uint_eq (next_seq, 163);
+  ck_assert_int_le (c.total, 64);
+  for (unsigned j = 0; j < 65; j++)
+    ck_assert_uint_le (c.times[j], 1);
+  free (m.buf);
+}
+END_TEST
+
+/* Random journals: no walk reads a block twice or more than the log's
+ * length of blocks.
+ */
+START_TEST (test_walk_bound_random)
+{
+  static const uint32_t incompat[] = { 0x1, 0x3, 0x11, 0x13 };
+  struct jmem m;
+  struct fsev_jsuper js;
+  struct counted c;
+
+  rng_state = 0xB0D5EEDULL;
+  jmem_new (&m, 1024, 40);
+  for (int round = 0; round < 3000; round++) {
+    make_super (&m, 1 + rnd () % 3, 7, 0, incompat[round % 4]);
+    parse_super_ok (&m, &js);
+    js.start = js.first + rnd () % (js.log_end - js.first);
+    uint32_t seq = 7;
+    for (uint32_t j = 1; j < m.nblocks; j++) {
+      uint8_t *b = blk (&m, j);
+      memset (b, 0, m.bs);
+      switch (rnd () % 4) {
+      case 0:                   /* a copy or garbage */
+        break;
+      case 1:                   /* a commit, mostly the next sequence */
+        header (b, FSEV_JBD2_COMMIT, rnd () % 8 ? seq++ : rnd () % 16);
+        break;
+      default: {                /* a descriptor of a few copies */
+        unsigned n = 1 + rnd () % 6;
+        header (b, FSEV_JBD2_DESCRIPTOR, seq);
+        for (unsigned i = 0; i < n; i++) {
+          size_t off = 12 + (size_t) i * js.tag_bytes;
+          put32 (b + off, 50 + i);
+          if (js.csum_v3)
+            put32 (b + off + 4, 2 | (i == n - 1 ? 8 : 0));
+          else
+            put16 (b + off + 6, 2 | (i == n - 1 ? 8 : 0));
+        }
+      }
+      }
+      if (js.csum_v3) {
+        if (get32 (b + 4) == FSEV_JBD2_COMMIT)
+          seal_commit (&m, j);
+        else if (get32 (b + 4) == FSEV_JBD2_DESCRIPTOR)
+          seal_tail (&m, j);
+      }
+    }
+    js.sequence = rnd () % 2 ? 7 : 7 + rnd () % 4;
+    memset (&c, 0, sizeof c);
+    c.m = &m;
+    uint32_t next, next_seq;
+    int n = fsev_jbd2_walk (&js, counted_read, &c, check_txn, &js,
+                            &next, &next_seq);
+    ck_assert_int_ge (n, 0);
+    ck_assert_int_le (n, js.log_end - js.first);
+    ck_assert_int_le (c.total, js.log_end - js.first);
+    for (unsigned j = 0; j < m.nblocks; j++)
+      ck_assert_msg (c.times[j] <= 1, "round %d: block %u read %u times",
+                     round, j, c.times[j]);
+  }
+  free (m.buf);
+}
+END_TEST
+
 Suite *
 jbd2_suite (void)
 {
@@ -1352,6 +1534,8 @@ jbd2_suite (void)
   tcase_add_test (mem, test_super_v1);
   tcase_add_test (mem, test_synthetic_wrap_64bit);
   tcase_add_test (mem, test_longer_than_log);
+  tcase_add_test (mem, test_walk_one_lap);
+  tcase_add_test (mem, test_walk_bound_random);
   tcase_add_loop_test (fuzz, test_fuzz_real, 0, 3);
   tcase_add_loop_test (fuzz, test_fuzz_synthetic, 0, 2);
   return s;

@@ -8,6 +8,7 @@
  */
 #include <config.h>
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -873,6 +874,84 @@ START_TEST (test_overlay_random)
 }
 END_TEST
 
+/* Two overlays rebuilt at once in two threads, as two partitions'
+ * followers commit at once, each under its own lock only.  by_src was
+ * sorted by qsort with the overlay in a static for the comparator:
+ * one thread's sort then compared the other overlay's entries (wrong
+ * order, or indices past its end).  Each thread checks its own
+ * by_src after every rebuild; the overlays differ in size so that a
+ * mixup shows.  Checks failing in a thread are reported by ck_assert
+ * from that thread (Check runs each test in a forked child).
+ */
+struct race {
+  unsigned n;                   /* tags per transaction */
+  uint64_t base;                /* device block of journal block 0 */
+  unsigned rounds;
+  int bad;                      /* set on the first inconsistency */
+};
+
+static uint64_t
+race_jmap (void *opaque, uint32_t jblk)
+{
+  const struct race *r = opaque;
+  return r->base + jblk;
+}
+
+static void *
+race_thread (void *arg)
+{
+  struct race *r = arg;
+  struct fsev_overlay *o = fsev_overlay_new (BS);
+  struct fsev_jtag *tags = calloc (r->n, sizeof *tags);
+  if (o == NULL || tags == NULL) {
+    r->bad = 1;
+    goto out;
+  }
+  for (unsigned round = 0; round < r->rounds && !r->bad; round++) {
+    /* Home blocks in order, their copies in reverse order (and shifted
+     * by the round), so that by_src is a real permutation.
+     */
+    for (unsigned i = 0; i < r->n; i++)
+      tags[i] = (struct fsev_jtag) {
+        .fsblk = i, .jblk = (r->n - 1 - i + round) % r->n, .csum_ok = true,
+      };
+    struct fsev_jtxn t = {
+      .sequence = round + 1, .tags = tags, .ntags = r->n,
+    };
+    if (fsev_overlay_apply (o, &t, race_jmap, r, r->n) != 0 ||
+        o->nsrc != o->n || o->n != r->n)
+      r->bad = 1;
+    for (size_t k = 0; k < o->nsrc && !r->bad; k++) {
+      if (o->by_src[k] >= o->n ||
+          (k > 0 && o->e[o->by_src[k - 1]].src > o->e[o->by_src[k]].src))
+        r->bad = 1;
+    }
+    fsev_overlay_expire (o, 0, true, NULL, NULL);
+    if (o->n != 0 || o->nsrc != 0)
+      r->bad = 1;
+  }
+ out:
+  free (tags);
+  fsev_overlay_free (o);
+  return NULL;
+}
+
+START_TEST (test_overlay_concurrent_rebuild)
+{
+  struct race r[2] = {
+    { .n = 700, .base = 100000, .rounds = 1500 },
+    { .n = 3, .base = 5000000, .rounds = 300000 },
+  };
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++)
+    ck_assert_int_eq (pthread_create (&th[i], NULL, race_thread, &r[i]), 0);
+  for (int i = 0; i < 2; i++)
+    ck_assert_int_eq (pthread_join (th[i], NULL), 0);
+  ck_assert_msg (r[0].bad == 0, "overlay of 700: by_src inconsistent");
+  ck_assert_msg (r[1].bad == 0, "overlay of 3: by_src inconsistent");
+}
+END_TEST
+
 Suite *
 overlay_suite (void)
 {
@@ -888,6 +967,7 @@ overlay_suite (void)
   tcase_add_test (tc, test_overlay_clone);
   tcase_add_test (tc, test_overlay_materialize_partial_failure);
   tcase_add_loop_test (tc, test_overlay_random, 0, 4);
+  tcase_add_test (tc, test_overlay_concurrent_rebuild);
   suite_add_tcase (s, tc);
   return s;
 }
