@@ -75,6 +75,9 @@ echo "unprotected" > "$d/root/data/x"
 head -c 20000 /dev/urandom > "$d/root/data/big"
 truncate -s 16M "$pristine"
 mkfs.ext4 -F -q -b 4096 -N 256 -d "$d/root" "$pristine"
+# An unprotected file whose inode comes after the protected ones (in
+# the same inode-table block).
+debugfs -w -R "write $d/root/data/x /data/y" "$pristine" >/dev/null 2>&1
 head -c 4096 /dev/urandom > "$d/random-block"
 
 dfs_ro () { debugfs -R "$1" "$2" 2>/dev/null; }
@@ -357,17 +360,19 @@ a_j_bogus_commit ()
     dfs "sif /etc/passwd mode 0100777"
     journal_bogus=yes journal journal
 }
-# A harmless transaction (a chmod of /data/x, whose inode shares the
+# A harmless transaction (a chmod of /data/y, whose inode shares the
 # inode-table block with /etc/passwd's) commits; then the journal copy
 # of that block is rewritten with /etc/passwd changed, the commit
 # block left as it is.
 a_j_rewrite_after_commit ()
 {
     local jblk
-    dfs "sif /data/x mode 0100600"; journal journal
-    jblk="$(dfs_ro "logdump" "$s" | sed -n "s/.*FS block $PIT logged at journal block \([0-9]*\).*/\1/p" | head -1)"
+    dfs "sif /data/y mode 0100600"; journal journal
+    jblk="$(dfs_ro "logdump -a" "$s" | sed -n "s/.*FS block $PIT logged at .*journal block \([0-9]*\).*/\1/p" | head -1)"
     [ -n "$jblk" ] || fail "$attack: the inode table block is not in the journal"
-    jblk=$(( jblk + $(blocks_of "<8>" | cut -d' ' -f1) ))
+    jblk="$(dfs_ro "bmap <8> $jblk" "$s")"
+    [ "$(( ($(dfs_ro "stat /data/y" "$s" | sed -n 's/^Inode: *\([0-9]*\) .*/\1/p') - 1) / 16 ))" = \
+      "$(( (P - 1) / 16 ))" ] || fail "$attack: /data/y's inode is not in /etc/passwd's block"
     # Start over from the journal copy: the same block, passwd chmod'ed.
     cp "$s" "$d/t.img"
     dfs "sif /etc/passwd mode 0104777"
@@ -376,7 +381,8 @@ a_j_rewrite_after_commit ()
     send asc
 }
 
-for a in \
+# HOSTILE_ATTACKS="chmod j-chmod ...": only these (for debugging).
+all_attacks="
     data data_sub512 shadow_data \
     chmod chown chown_hi size size_hi links0_dtime links_only \
     flags_immutable flags_inline mtime type_symlink \
@@ -388,7 +394,9 @@ for a in \
     xattr_inode xattr_block \
     j_chmod j_data j_remove j_gdt_move j_split_commit j_sub512 \
     j_commit_first j_one_write j_bogus_commit j_rewrite_after_commit
-do
+"
+for a in ${HOSTILE_ATTACKS:-$all_attacks}; do
+    a="${a//-/_}"
     attack "${a//_/-}" "a_$a"
 done
 
