@@ -9,6 +9,8 @@
 #   hostile.py diff FROM TO              the differing blocks: N,N,...
 #   hostile.py bogus-commit FROM TO      TO's new commit block gets
 #                                        a wrong sequence number
+#   hostile.py retarget IMG BLK FROM TO  a descriptor's tag retargeted
+#   hostile.py jclean IMG JSB            the journal marked empty
 #   hostile.py alive SOCK                the server answers a read
 #   hostile.py write SOCK BLOCK          overwrite BLOCK (must succeed)
 #   hostile.py raw SOCK OFFSET FILE      write FILE's bytes at OFFSET
@@ -19,6 +21,9 @@
 #   journal       blocks outside the journal first, then the journal's,
 #                 commit blocks last (what a well-behaved jbd2 does)
 #   commit-first  commit blocks first, then everything else in order
+#   jsb-last      the log (commit blocks last) while the journal is
+#                 still clean, then the journal superblock that points
+#                 at it, then the rest (the filesystem's superblock)
 #   split-commit  as journal, but each commit block in two 2048-byte
 #                 writes
 #   sub512        as journal, every block in 512-byte writes
@@ -103,6 +108,9 @@ def send(sock, a, b, order):
         seq = blocks[::-1]
     elif order in ("journal", "split-commit", "sub512"):
         seq = rest + inj + commits
+    elif order == "jsb-last":
+        jsb = [(n, d) for n, d in inj if jbd2_type(d) in (3, 4)]
+        seq = [x for x in inj if x not in jsb] + commits + jsb + rest
     elif order == "commit-first":
         seq = commits + rest + inj
     elif order == "one":
@@ -150,6 +158,28 @@ def main():
                 break
         else:
             raise SystemExit("no commit block")
+    elif cmd == "retarget":
+        # retarget IMG BLOCK FROM TO: the descriptor block at BLOCK's
+        # tag for filesystem block FROM says TO instead.
+        img, blk, frm, to = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        with open(img, "r+b") as f:
+            f.seek(blk * BS)
+            d = f.read(BS)
+            assert jbd2_type(d) == 1, "not a descriptor block"
+            k = d.find(struct.pack(">I", frm), 12)
+            assert k >= 12, "no tag for block %d" % frm
+            f.seek(blk * BS + k)
+            f.write(struct.pack(">I", to))
+        print("  descriptor %d: the tag at +%d: block %d -> %d" % (blk, k, frm, to))
+    elif cmd == "jclean":
+        # jclean IMG JSB: the journal superblock at block JSB says the
+        # log is empty (s_start 0).
+        img, blk = sys.argv[2], int(sys.argv[3])
+        with open(img, "r+b") as f:
+            f.seek(blk * BS)
+            assert jbd2_type(f.read(12)) in (3, 4), "not a journal superblock"
+            f.seek(blk * BS + 28)
+            f.write(struct.pack(">I", 0))
     elif cmd == "alive":
         h = connect(sys.argv[2])
         buf = h.pread(BS, 1024)

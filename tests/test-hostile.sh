@@ -41,6 +41,7 @@ KNOWN_HOLES="
     sb-first-ino
     xattr-inode xattr-block
     j-split-commit j-sub512 j-commit-first j-rewrite-after-commit
+    j-retarget-tag j-home-under-overlay j-home-clean j-home-revoke
 "
 
 requires nbdkit --version
@@ -415,8 +416,52 @@ all_attacks="
     sb_garbage sb_inodes_count sb_first_ino seq_garbage_then_chmod \
     xattr_inode xattr_block \
     j_chmod j_data j_remove j_gdt_move j_split_commit j_sub512 \
-    j_commit_first j_one_write j_bogus_commit j_rewrite_after_commit
+    j_commit_first j_one_write j_bogus_commit j_rewrite_after_commit \
+    j_jsb_last j_retarget_tag j_home_under_overlay j_home_clean \
+    j_home_revoke
 "
+# The log written while the journal is clean, its superblock (which
+# makes it live) last.
+a_j_jsb_last () { dfs "sif /etc/passwd mode 0100777"; journal jsb-last; }
+# A harmless transaction commits (a chmod of /data/y); then its
+# descriptor block is rewritten so that the logged inode-table block
+# goes home onto /etc/passwd's data block.
+a_j_retarget_tag ()
+{
+    local desc
+    dfs "sif /data/y mode 0100600"; journal journal
+    desc="$(dfs_ro "bmap <8> 1" "$s")"
+    "$py" "$hostile" retarget "$s" "$desc" "$PIT" "$PB"
+    send asc
+}
+# A harmless transaction commits the inode-table block of /etc/passwd
+# (with /data/y chmod'ed); then the same block is written home with
+# /etc/passwd changed too (the engine takes a home write of a block
+# the journal holds for a checkpoint).  Replay would put the journal's
+# copy back, but a guest can mount with -o noload; and (j-home-clean)
+# it can then mark the journal empty so that nothing is replayed.
+home_under_overlay ()
+{
+    dfs "sif /data/y mode 0100600"; journal journal
+    dfs "sif /data/y mode 0100600" "sif /etc/passwd mode 0104777"; send asc
+}
+a_j_home_under_overlay () { home_under_overlay; }
+a_j_home_clean ()
+{
+    home_under_overlay
+    "$py" "$hostile" jclean "$s" "$(dfs_ro "bmap <8> 0" "$s")"
+    dfs "feature -needs_recovery"
+    send asc
+}
+# ... or commit a second transaction that revokes the block, so that
+# replay leaves the home copy in place.
+a_j_home_revoke ()
+{
+    home_under_overlay
+    dfs "jo" "jw -r $PIT /dev/null" "jc"
+    send journal
+}
+
 for a in ${HOSTILE_ATTACKS:-$all_attacks}; do
     a="${a//-/_}"
     attack "${a//_/-}" "a_$a"
