@@ -10,6 +10,7 @@
 #   hostile.py bogus-commit FROM TO      TO's new commit block gets
 #                                        a wrong sequence number
 #   hostile.py retarget IMG BLK FROM TO  a descriptor's tag retargeted
+#   hostile.py put32 IMG BLK OFF VALUE   a little-endian word written
 #   hostile.py jclean IMG JSB            the journal marked empty
 #   hostile.py alive SOCK                the server answers a read
 #   hostile.py write SOCK BLOCK          overwrite BLOCK (must succeed)
@@ -27,6 +28,7 @@
 #   split-commit  as journal, but each commit block in two 2048-byte
 #                 writes
 #   sub512        as journal, every block in 512-byte writes
+#   ORDER-noflush any of these without the final NBD flush
 #   one           a single pwrite from the first differing block to the
 #                 last (the blocks in between as they are in TO)
 #
@@ -85,6 +87,8 @@ def pwrite(h, buf, off, what):
 
 
 def send(sock, a, b, order):
+    flush = not order.endswith("-noflush")
+    order = order.replace("-noflush", "")
     blocks = differing(a, b)
     if not blocks:
         print("  (no block differs)")
@@ -135,7 +139,13 @@ def send(sock, a, b, order):
                        "%s %d +%d" % (kind, n, k))
         else:
             pwrite(h, d, n * BS, "%s %d" % (kind, n))
-    h.flush()
+    if flush:
+        try:
+            h.flush()
+            print("  flush                              ok")
+        except nbd.Error as e:
+            print("  flush                              refused: %s" %
+                  errno.errorcode.get(e.errnum, str(e.errnum)))
     h.shutdown()
 
 
@@ -171,6 +181,12 @@ def main():
             f.seek(blk * BS + k)
             f.write(struct.pack(">I", to))
         print("  descriptor %d: the tag at +%d: block %d -> %d" % (blk, k, frm, to))
+    elif cmd == "put32":
+        # put32 IMG BLOCK OFFSET VALUE: a little-endian 32-bit word.
+        img, blk, off, v = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        with open(img, "r+b") as f:
+            f.seek(blk * BS + off)
+            f.write(struct.pack("<I", v))
     elif cmd == "jclean":
         # jclean IMG JSB: the journal superblock at block JSB says the
         # log is empty (s_start 0).
@@ -186,10 +202,20 @@ def main():
         assert len(buf) == BS
         h.shutdown()
     elif cmd == "write":
+        # The write must succeed.  Its flush may be refused once: on
+        # ext2 a flush decides every metadata block held since the last
+        # one, an attacker's too (a refused epoch is dropped), so the
+        # write and its flush are tried again.
         h = connect(sys.argv[2])
         blk = int(sys.argv[3])
         h.pwrite(os.urandom(BS), blk * BS)
-        h.flush()
+        try:
+            h.flush()
+        except nbd.Error as e:
+            print("  the control's flush was refused (%s): the epoch held "
+                  "before it; again" % errno.errorcode.get(e.errnum, e.errnum))
+            h.pwrite(os.urandom(BS), blk * BS)
+            h.flush()
         h.shutdown()
     elif cmd == "raw":
         h = connect(sys.argv[2])
