@@ -42,6 +42,7 @@ KNOWN_HOLES="
     xattr-inode xattr-block
     j-split-commit j-sub512 j-commit-first j-rewrite-after-commit
     j-retarget-tag j-home-under-overlay j-home-clean j-home-revoke
+    j-move-journal
     ext2-remap-direct ext2-remap-ind
     ext2-sb-garbage
 "
@@ -116,7 +117,7 @@ state ()
 head -c 4096 /dev/urandom > "$d/random-block"
 dfs_ro () { debugfs -R "$1" "$2" 2>/dev/null; }
 ino_of () { dfs_ro "stat $1" "$pristine" | sed -n 's/^Inode: *\([0-9]*\) .*/\1/p'; }
-blocks_of () { dfs_ro "blocks $1" "$pristine"; }
+blocks_of () { dfs_ro "blocks $1" "$pristine" | sed 's/ *$//'; }
 
 # use_image ext4|ext2: the pristine image of that type (made once),
 # and where its parts are.
@@ -427,7 +428,7 @@ all_attacks="
     j_chmod j_data j_remove j_gdt_move j_split_commit j_sub512 \
     j_commit_first j_one_write j_bogus_commit j_rewrite_after_commit \
     j_jsb_last j_retarget_tag j_home_under_overlay j_home_clean \
-    j_home_revoke
+    j_home_revoke j_move_journal dir_remap sb_orphan extra_isize
 "
 # The log written while the journal is clean, its superblock (which
 # makes it live) last.
@@ -470,6 +471,47 @@ a_j_home_revoke ()
     dfs "jo" "jw -r $PIT /dev/null" "jc"
     send journal
 }
+
+# Move the journal: a crafted journal (a committed transaction that
+# changes /etc/passwd's inode) is written into free space, then the
+# journal inode's extent root is pointed at it and the superblock says
+# needs_recovery.  Free space first (pending), the journal inode last.
+a_j_move_journal ()
+{
+    cp "$s" "$d/j2.img"
+    cp "$s" "$d/j3.img"
+    debugfs -w -R "sif /etc/passwd mode 0104777" "$d/j3.img" >/dev/null 2>&1
+    dd if="$d/j3.img" bs=4096 skip="$PIT" count=1 of="$d/jdata" status=none
+    printf '%s\n' jo "jw -b $PIT $d/jdata" jc > "$d/j.cmds"
+    debugfs -w -f "$d/j.cmds" "$d/j2.img" >/dev/null 2>&1
+    rm -f "$d/journal.bin"
+    debugfs -R "dump <8> $d/journal.bin" "$d/j2.img" >/dev/null 2>&1
+    dd if="$d/journal.bin" of="$s" bs=4096 seek=2048 conv=notrunc status=none
+    # One extent: 1024 blocks at 2048.
+    dfs "setb 2048 1024" "sif <8> block[0] 0x1f30a" "sif <8> block[1] 4" \
+        "sif <8> block[3] 0" "sif <8> block[4] 1024" "sif <8> block[5] 2048" \
+        "sif <8> block[6] 0" "sif <8> block[7] 0" "sif <8> block[8] 0" \
+        "sif <8> block[9] 0" "sif <8> block[10] 0" "sif <8> block[11] 0" \
+        "sif <8> block[IND] 0" "sif <8> block[DIND] 0" "sif <8> block[TIND] 0" \
+        "feature needs_recovery"
+    dfs_ro "stat <8>" "$s" | tail -2
+    dfs_ro "logdump" "$s" | head -4
+    send desc
+}
+# A directory remapped: /etc's entries copied to a free block, with the
+# entry "passwd" there naming /data/x's inode; then /etc's extent root
+# pointed at it (its size and times unchanged).
+a_dir_remap ()
+{
+    dd if="$s" of="$s" bs=4096 skip="$ETCB" seek=2500 count=1 conv=notrunc status=none
+    dfs "setb 2500" "sif /etc block[5] 2500" "unlink /etc/passwd" "ln <$X> /etc/passwd"
+    send asc
+}
+# The orphan list made to start at /etc/passwd.
+a_sb_orphan () { dfs "ssv last_orphan $P"; send asc; }
+# The inode's extra size: the in-inode fields past 128 bytes (crtime,
+# the in-inode xattrs) are read from elsewhere.
+a_extra_isize () { dfs "sif /etc/passwd extra_isize 0"; send asc; }
 
 # ext2: no journal; metadata writes are held in the epoch until the
 # guest's flush and decided there.
