@@ -32,8 +32,41 @@
 
 source ./functions.sh
 
-# Attacks that get through today (see the report in the commit log and
-# each attack's comment below).
+# Attacks that get through today, with where they get through:
+#   links0-dtime, ext2-links0-dtime, links-only: fs/diff.c attr_changes
+#       does not compare links (nor is dtime in the record); links 0
+#       makes the kernel refuse the inode and e2fsck delete it.
+#   flags-inline: attr_changes compares EXT2_FL_USER_MODIFIABLE only;
+#       INLINE_DATA_FL makes the file's bytes its i_block.
+#   remap-root, unwritten-root, remap-tree, ext2-remap-direct,
+#   ext2-remap-ind: a changed block map with size and times unchanged
+#       raises no event (the update sees !same_runs; nothing emits it).
+#   xattr-inode, xattr-block, ext2-xattr-block: xattrs raise no event.
+#   sb-first-ino: a new s_first_ino rescans; fs/diff.c watched() asks A
+#       only, so inodes below B's first_ino (reserved: the kernel
+#       refuses them, e2fsck clears them) are no change.
+#   j-split-commit, j-sub512: plugin/follow.c has_commit_block and
+#       prep_segment look for commit blocks among a request's WHOLE
+#       blocks only; one assembled from pieces is never seen.
+#   j-commit-first: a commit block whose transaction does not parse yet
+#       is counted "not followed" and let through; the descriptor and
+#       copies written after it are plain log writes.
+#   j-rewrite-after-commit, j-retarget-tag: after a commit, its
+#       journal copies (materialized for the overlay, not decided) and
+#       its descriptor (not referred to at all) can be rewritten; replay
+#       uses the new bytes.
+#   j-home-under-overlay, j-home-clean, j-home-revoke: a home write of a
+#       block the overlay holds is taken as a checkpoint whatever its
+#       bytes (changes_metadata skips overlay blocks): the image holds
+#       an undecided inode until replay (mount -o noload, offline
+#       readers); marking the journal clean or revoking the block is
+#       then caught.
+#   j-move-journal: the journal inode pointed at a crafted journal with
+#       a committed transaction: the update rescans, the diff sees no
+#       watched inode change, and the new journal is never parsed.
+#   ext2-sb-garbage: an epoch that does not parse is kept (like ENOMEM)
+#       by follow_epoch_commit: every later flush of every connection is
+#       refused with EIO.
 KNOWN_HOLES="
     links0-dtime links-only
     flags-inline
@@ -43,7 +76,7 @@ KNOWN_HOLES="
     j-split-commit j-sub512 j-commit-first j-rewrite-after-commit
     j-retarget-tag j-home-under-overlay j-home-clean j-home-revoke
     j-move-journal
-    ext2-remap-direct ext2-remap-ind
+    ext2-remap-direct ext2-remap-ind ext2-links0-dtime ext2-xattr-block
     ext2-sb-garbage
 "
 
@@ -534,7 +567,7 @@ run ()
     local a
     for a in "$@"; do
         a="${a//-/_}"
-        case " ${HOSTILE_ATTACKS:-$ext4_attacks $ext2_attacks} " in
+        case " $(echo ${HOSTILE_ATTACKS:-$ext4_attacks $ext2_attacks}) " in
             *" ${a//_/-} "*|*" $a "*) ;;
             *) continue ;;
         esac
