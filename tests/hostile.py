@@ -75,10 +75,14 @@ def differing(a, b):
     return out
 
 
+quiet = False
+
+
 def pwrite(h, buf, off, what):
     try:
         h.pwrite(buf, off)
-        print("  write %-28s ok" % what)
+        if not quiet:
+            print("  write %-28s ok" % what)
         return True
     except nbd.Error as e:
         name = errno.errorcode.get(e.errnum, str(e.errnum))
@@ -104,8 +108,12 @@ def send(sock, a, b, order):
     rest = [(n, d) for n, d in blocks
             if not lo <= n <= hi and (n, d) not in commits]
     h = connect(sock)
-    print("  %d blocks differ: %s" % (len(blocks),
-                                     " ".join(str(n) for n, _ in blocks)))
+    names = [str(n) for n, _ in blocks]
+    if len(names) > 24:
+        names = names[:12] + ["..."] + names[-4:]
+    print("  %d blocks differ: %s" % (len(blocks), " ".join(names)))
+    global quiet
+    quiet = len(blocks) > 24
     if order == "asc":
         seq = blocks
     elif order == "desc":

@@ -64,6 +64,10 @@ source ./functions.sh
 #   j-move-journal: the journal inode pointed at a crafted journal with
 #       a committed transaction: the update rescans, the diff sees no
 #       watched inode change, and the new journal is never parsed.
+#   sb-journal-inum: the same with no metadata trick at all: an
+#       ordinary unprotected file holding a crafted journal, then one
+#       superblock write (s_journal_inum, needs_recovery): a geometry
+#       change, rescanned, no watched inode changed, let through.
 #   ext2-sb-garbage: an epoch that does not parse is kept (like ENOMEM)
 #       by follow_epoch_commit: every later flush of every connection is
 #       refused with EIO.
@@ -75,7 +79,7 @@ KNOWN_HOLES="
     xattr-inode xattr-block
     j-split-commit j-sub512 j-commit-first j-rewrite-after-commit
     j-retarget-tag j-home-under-overlay j-home-clean j-home-revoke
-    j-move-journal
+    j-move-journal sb-journal-inum
     ext2-remap-direct ext2-remap-ind ext2-links0-dtime ext2-xattr-block
     ext2-sb-garbage
 "
@@ -461,7 +465,7 @@ all_attacks="
     j_chmod j_data j_remove j_gdt_move j_split_commit j_sub512 \
     j_commit_first j_one_write j_bogus_commit j_rewrite_after_commit \
     j_jsb_last j_retarget_tag j_home_under_overlay j_home_clean \
-    j_home_revoke j_move_journal dir_remap sb_orphan extra_isize
+    j_home_revoke j_move_journal sb_journal_inum dir_remap sb_orphan extra_isize
 "
 # The log written while the journal is clean, its superblock (which
 # makes it live) last.
@@ -545,6 +549,38 @@ a_sb_orphan () { dfs "ssv last_orphan $P"; send asc; }
 # The inode's extra size: the in-inode fields past 128 bytes (crtime,
 # the in-inode xattrs) are read from elsewhere.
 a_extra_isize () { dfs "sif /etc/passwd extra_isize 0"; send asc; }
+
+# The journal moved by the superblock: the guest writes an ordinary,
+# unprotected file whose bytes are a crafted journal (a committed
+# transaction that changes /etc/passwd's inode), then points
+# s_journal_inum at it and sets needs_recovery.
+a_sb_journal_inum ()
+{
+    local j
+    cp "$s" "$d/j2.img"
+    cp "$s" "$d/j3.img"
+    debugfs -w -R "sif /etc/passwd mode 0104777" "$d/j3.img" >/dev/null 2>&1
+    dd if="$d/j3.img" bs=4096 skip="$PIT" count=1 of="$d/jdata" status=none
+    printf '%s\n' jo "jw -b $PIT $d/jdata" jc > "$d/j.cmds"
+    debugfs -w -f "$d/j.cmds" "$d/j2.img" >/dev/null 2>&1
+    rm -f "$d/journal.bin"
+    debugfs -R "dump <8> $d/journal.bin" "$d/j2.img" >/dev/null 2>&1
+    # No holes (debugfs write skips zero blocks; a journal has none):
+    # the log's unused blocks get bytes that are no jbd2 header.
+    "$py" - "$d/journal.bin" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+for k in range(0, len(b), 4096):
+    if not any(b[k:k + 4096]):
+        b[k:k + 4096] = b"\x01" * 4096
+open(sys.argv[1], "wb").write(b)
+PY
+    dfs "write $d/journal.bin /data/journal"
+    send asc
+    j="$(dfs_ro "stat /data/journal" "$s" | sed -n 's/^Inode: *\([0-9]*\) .*/\1/p')"
+    dfs "ssv journal_inum $j" "feature needs_recovery"
+    send asc
+}
 
 # ext2: no journal; metadata writes are held in the epoch until the
 # guest's flush and decided there.
