@@ -42,6 +42,7 @@ source ./functions.sh
 #   ext2-remap-ind: a changed block map with size and times unchanged
 #       raises no event (the update sees !same_runs; nothing emits it).
 #   xattr-inode, xattr-block, ext2-xattr-block: xattrs raise no event.
+#   symlink-target: a fast symlink's target (its i_block) raises none.
 #   sb-first-ino: a new s_first_ino rescans; fs/diff.c watched() asks A
 #       only, so inodes below B's first_ino (reserved: the kernel
 #       refuses them, e2fsck clears them) are no change.
@@ -76,7 +77,7 @@ KNOWN_HOLES="
     flags-inline
     remap-root unwritten-root remap-tree
     sb-first-ino
-    xattr-inode xattr-block
+    xattr-inode xattr-block symlink-target
     j-split-commit j-sub512 j-commit-first j-rewrite-after-commit
     j-retarget-tag j-home-under-overlay j-home-clean j-home-revoke
     j-move-journal sb-journal-inum
@@ -118,11 +119,12 @@ for i in 0 1 2 3 4 5 6; do
     head -c 4096 /dev/urandom |
         dd of="$d/root/data/frag" bs=4096 seek=$((i*2)) count=1 conv=notrunc status=none
 done
+ln -s /usr/share/zoneinfo/UTC "$d/root/etc/localtime"   # a fast symlink
 echo "unprotected" > "$d/root/data/x"
 head -c 20000 /dev/urandom > "$d/root/data/big"
 # --- What must not change. --------------------------------------------
 
-PROTECTED="/etc/passwd /etc/passwd2 /etc/shadow"
+PROTECTED="/etc/passwd /etc/passwd2 /etc/shadow /etc/localtime"
 
 # state IMG: every protected file's bytes, inode, xattrs and names.
 # Read with checksums ignored (debugfs -n): a checksum is the kernel's
@@ -142,6 +144,7 @@ state ()
             -e 's/^File ACL: *\([0-9]*\).*/acl=\1/p' \
             -e 's/^Links: *\([0-9]*\) .*/links=\1/p' \
             -e 's/^ *\(ctime\|mtime\|crtime\|dtime\): *\(0x[0-9a-f:]*\).*/\1=\2/p' \
+            -e 's/^Fast link dest: *\(.*\)/target=\1/p' \
             -e '/^\(EXTENTS\|BLOCKS\):/,$p' "$d/stat"
         ino="$(sed -n 's/^Inode: *\([0-9]*\) .*/\1/p' "$d/stat")"
         echo "blocks=$(debugfs -R "blocks $f" "$1" 2>/dev/null)"
@@ -350,6 +353,20 @@ a_flags_inline () { dfs "sif /etc/passwd flags 0x10080000"; send asc; }
 a_flags_extents_off () { dfs "sif /etc/passwd flags 0"; send asc; }
 a_mtime () { dfs "sif /etc/passwd mtime 0x12345678"; send asc; }
 a_type_symlink () { dfs "sif /etc/passwd mode 0120644"; send asc; }
+# A fast symlink's target (in i_block).
+a_symlink_target () { dfs "sif /etc/localtime block[0] 0x6976652f"; send asc; }
+# A transaction that logs the same block twice, the harmless copy
+# first, the changed one last (replay applies them in order).
+a_j_double_tag ()
+{
+    cp "$s" "$d/j3.img"
+    dd if="$s" bs=4096 skip="$PIT" count=1 of="$d/jdata" status=none
+    dfs "sif /etc/passwd mode 0104777"
+    dd if="$s" bs=4096 skip="$PIT" count=1 status=none >> "$d/jdata"
+    cp "$d/j3.img" "$s"
+    dfs "jo" "jw -b $PIT,$PIT $d/jdata" "jc"
+    send journal
+}
 # The extent root in the inode: remap the protected file to another
 # file's block, or mark its extent unwritten (reads as zeros); size,
 # mode and times unchanged.  i_block[5] is the first extent's start,
@@ -456,6 +473,7 @@ all_attacks="
     data data_sub512 shadow_data \
     chmod chown chown_hi size size_hi links0_dtime links_only \
     flags_immutable flags_inline flags_extents_off mtime type_symlink \
+    symlink_target j_double_tag \
     remap_root unwritten_root remap_tree alias_write \
     dir_rename dir_unlink dir_replace_ino dir_hardlink dir_rename_parent \
     ibitmap_free bbitmap_free \
