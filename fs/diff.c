@@ -514,9 +514,15 @@ walk (struct out *o, const struct fsev_layout *A, const struct fsev_layout *B,
       b = &ib[j++];
     }
     uint32_t ino = a ? a->ino : b->ino;
-    if (!watched (a ? A : B, ino))
+    /* Watched on either side: an inode that stops being watched (a
+     * superblock that moves s_first_ino above it) is gone as far as
+     * its names go, one that starts is new.
+     */
+    bool wa = a && watched (A, ino), wb = b && watched (B, ino);
+    if (!wa && !wb)
       continue;
-    diff_inode (o, A, B, a, b, gone, ngone, gone_cap, collect);
+    diff_inode (o, A, B, wa ? a : NULL, wb ? b : NULL, gone, ngone, gone_cap,
+                collect);
   }
 }
 

@@ -105,6 +105,21 @@ follow_epoch_commit (struct volume *vol, struct conn *conn)
   struct view cv = { .vol = vol, .with_epoch = true };
   int e = plan_decide (p, &pr, &oldv, &cv);
   free (pr.blocks);
+  if (e && p->undecidable) {
+    /* The guest wrote metadata that does not parse: refused like a
+     * veto, and dropped, so that the next flush starts from the last
+     * decided state instead of failing forever.
+     */
+    follow_plan_discard (p);
+    pthread_mutex_lock (&vol->epoch_lock);
+    VDEBUG (vol, "flush: %zu metadata blocks written since the last flush "
+            "dropped (they do not parse)", vol->epoch.n);
+    epoch_clear (&vol->epoch);
+    __atomic_store_n (&vol->held, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock (&vol->epoch_lock);
+    follow_unlock (vol);
+    return e;
+  }
   if (e) {
     /* Not decided (no memory, a read failed): refuse the flush and keep
      * the epoch for the next one.

@@ -129,6 +129,7 @@ struct follow_plan {
   struct epoch_block *held;
   size_t nheld;
   uint64_t t_start, t_read, t_update, t_decided;   /* commit_timing */
+  bool undecidable;             /* plan_undecided was called */
   bool new_js;
   struct fsev_jsuper js;
   bool new_head;
@@ -154,6 +155,7 @@ struct prep {
                                    content may change here */
   size_t nblocks, blocks_cap;
   bool meta_changed;            /* metadata written outside the journal */
+  const char *refuse_why;       /* a change that cannot be decided */
   bool rescan;                  /* a change only a full scan follows */
   bool oom;
 };
@@ -193,6 +195,16 @@ extern bool journal_find_txn (struct jview *jv, uint32_t cjblk, uint32_t seq,
 extern void prep_add_blocks (struct prep *pr, uint64_t first, uint64_t n);
 extern struct fsev_overlay *plan_next_overlay (struct follow_plan *p);
 extern int prep_segment (const struct fsev_segment *seg, void *opaque);
+/* PR's request carries a change that cannot be decided (WHY): refused
+ * while handlers look, unless on-unparseable=allow.
+ */
+extern void prep_refuse (struct prep *pr, const char *why);
+extern bool journal_block_head (const struct volume *vol, const struct io *io,
+                                uint64_t offset, unsigned char head[64]);
+extern bool io_rewrites_committed (struct volume *vol, const struct io *io,
+                                   const struct fsev_segment *seg);
+extern bool io_rewrites_live_log (struct volume *vol, const struct io *io,
+                                  const struct fsev_segment *seg);
 
 /* follow-plan.c */
 extern struct item *plan_new_item (struct follow_plan *p);
@@ -200,6 +212,10 @@ extern void plan_free (struct follow_plan *p);
 extern int plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
                         struct view *cv);
 extern int plan_hold (struct follow_plan *p, struct prep *pr, const struct io *io);
+/* A commit point that cannot be decided (WHY): counted and logged;
+ * true when it must be refused (handlers loaded, on-unparseable=deny).
+ */
+extern bool plan_undecided (struct follow_plan *p, const char *why);
 
 /* follow-check.c */
 extern void follow_check_model (struct volume *vol);

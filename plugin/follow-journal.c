@@ -90,6 +90,76 @@ io_changes_metadata (struct volume *vol, const struct io *io,
   return false;
 }
 
+bool
+io_rewrites_committed (struct volume *vol, const struct io *io,
+                       const struct fsev_segment *seg)
+{
+  unsigned char cur[65536], neu[65536];
+  if (vol->overlay->n == 0)
+    return false;
+  if (vol->bs > sizeof cur)
+    return true;
+  for (uint64_t off = seg->offset; off < seg->offset + seg->length; ) {
+    uint64_t blk = off / vol->bs;
+    uint64_t end = (blk + 1) * vol->bs;
+    if (end > seg->offset + seg->length)
+      end = seg->offset + seg->length;
+    const struct fsev_overlay_entry *e = fsev_overlay_find (vol->overlay, blk);
+    struct view v = { .vol = vol };
+    if (e) {
+      if (fsev_overlay_read_entry (vol->overlay, e, view_raw, &v, cur) == -1)
+        return true;
+      io_new_bytes (io, neu, off, end - off);
+      if (memcmp (cur + (off - blk * vol->bs), neu, end - off) != 0)
+        return true;
+    }
+    off = end;
+  }
+  return false;
+}
+
+/* Journal block JBLK: inside the log of transactions that have
+ * committed and may still be replayed (from the tail the journal
+ * superblock names to where the next transaction starts)?
+ */
+static bool
+in_live_log (const struct volume *vol, uint32_t jblk)
+{
+  if (!vol->journalled || !vol->head_known || vol->js.start == 0 ||
+      jblk < vol->js.first || jblk >= vol->js.log_end)
+    return false;
+  uint32_t tail = vol->js.start, head = vol->head;
+  if (tail <= head)
+    return jblk >= tail && jblk < head;
+  return jblk >= tail || jblk < head;     /* the log wraps */
+}
+
+bool
+io_rewrites_live_log (struct volume *vol, const struct io *io,
+                      const struct fsev_segment *seg)
+{
+  unsigned char cur[65536], neu[65536];
+  if (vol->bs > sizeof cur)
+    return true;
+  for (uint64_t off = seg->offset; off < seg->offset + seg->length; ) {
+    uint64_t blk = off / vol->bs;
+    uint64_t end = (blk + 1) * vol->bs;
+    if (end > seg->offset + seg->length)
+      end = seg->offset + seg->length;
+    uint32_t jblk = (uint32_t) ((seg->position + (off - seg->offset)) / vol->bs);
+    if (in_live_log (vol, jblk)) {
+      struct view v = { .vol = vol };
+      if (view_raw (&v, cur, end - off, off) == -1)
+        return true;
+      io_new_bytes (io, neu, off, end - off);
+      if (memcmp (cur, neu, end - off) != 0)
+        return true;
+    }
+    off = end;
+  }
+  return false;
+}
+
 /* Does the epoch hold any block of [OFFSET, OFFSET+LEN)?  (Model held.) */
 bool
 follow_epoch_touches (const struct volume *vol, uint64_t offset, uint64_t len)
@@ -103,17 +173,35 @@ follow_epoch_touches (const struct volume *vol, uint64_t offset, uint64_t len)
 }
 
 /* Is there a commit block among IO's whole blocks in SEG? */
+/* The first bytes of the block at OFFSET as it will be after IO: from
+ * the request when it covers them, else the image with the request on
+ * top (a guest may write a commit block in pieces).  False on a read
+ * error.
+ */
+bool
+journal_block_head (const struct volume *vol, const struct io *io,
+                    uint64_t offset, unsigned char head[64])
+{
+  if (io->offset <= offset && offset + 64 <= io->offset + io->count) {
+    memcpy (head, (const char *) io->buf + (offset - io->offset), 64);
+    return true;
+  }
+  struct view v = { .vol = (struct volume *) vol, .io = io };
+  return view_raw (&v, head, 64, offset) == 0;
+}
+
 bool
 io_has_commit_block (const struct volume *vol, const struct io *io,
                   const struct fsev_segment *seg)
 {
   if (io->op != FSEVENT_OP_WRITE)
     return false;
-  uint64_t first = (seg->offset + vol->bs - 1) / vol->bs * vol->bs;
-  for (uint64_t off = first; off + vol->bs <= seg->offset + seg->length; off += vol->bs) {
+  for (uint64_t off = seg->offset / vol->bs * vol->bs;
+       off < seg->offset + seg->length; off += vol->bs) {
     uint32_t type, seq;
-    if (fsev_jbd2_header ((const char *) io->buf + (off - io->offset),
-                          &type, &seq) && type == FSEV_JBD2_COMMIT)
+    unsigned char blk[64];
+    if (journal_block_head (vol, io, off, blk) &&
+        fsev_jbd2_header (blk, &type, &seq) && type == FSEV_JBD2_COMMIT)
       return true;
   }
   return false;
@@ -129,10 +217,12 @@ follow_segment_needs_exclusive (struct volume *vol, const struct io *io,
     if (seg->flags & FSEV_SEG_JOURNAL_SB)
       return true;
     return fsev_overlay_refers (vol->overlay, seg->offset, seg->length) ||
-      io_has_commit_block (vol, io, seg);
+      io_has_commit_block (vol, io, seg) ||
+      io_rewrites_live_log (vol, io, seg);
   }
   if (role_is_metadata (seg->role))
     return io_changes_metadata (vol, io, seg) ||
+      io_rewrites_committed (vol, io, seg) ||
       (!vol->journalled && follow_epoch_touches (vol, seg->offset, seg->length));
   return false;
 }
@@ -255,6 +345,13 @@ check_expired (const struct fsev_overlay_entry *e, void *opaque)
     x->differs = true;
 }
 
+void
+prep_refuse (struct prep *pr, const char *why)
+{
+  if (pr->refuse_why == NULL)
+    pr->refuse_why = why;
+}
+
 int
 prep_segment (const struct fsev_segment *seg, void *opaque)
 {
@@ -264,6 +361,12 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
   const struct io *io = pr->io;
 
   if (role_is_metadata (seg->role)) {
+    /* A legitimate checkpoint writes home what the journal committed,
+     * byte for byte; anything else is a change nobody decided.
+     */
+    if (vol->journalled && io_rewrites_committed (vol, io, seg))
+      prep_refuse (pr, "a home write of a block differs from its "
+                   "committed journal copy");
     if (io_changes_metadata (vol, io, seg) ||
         (!vol->journalled && follow_epoch_touches (vol, seg->offset, seg->length))) {
       pr->meta_changed = true;
@@ -316,14 +419,23 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
     return 0;
   }
 
-  /* The log: commit blocks among the request's whole blocks. */
+  /* The log.  Committed transactions that may still be replayed are
+   * never rewritten by a guest's kernel (it moves the tail first).
+   */
+  if (io_rewrites_live_log (vol, io, seg))
+    prep_refuse (pr, "a write changes a committed transaction in the "
+                 "journal before its checkpoint");
   if (io->op != FSEVENT_OP_WRITE)
     return 0;
-  uint64_t first = (seg->offset + vol->bs - 1) / vol->bs * vol->bs;
-  for (uint64_t off = first; off + vol->bs <= seg->offset + seg->length; off += vol->bs) {
+  /* Commit blocks among the blocks the request writes, whole or in
+   * part (assembled with what the image holds).
+   */
+  for (uint64_t off = seg->offset / vol->bs * vol->bs;
+       off < seg->offset + seg->length; off += vol->bs) {
     uint32_t type, seq;
-    if (!fsev_jbd2_header ((const char *) io->buf + (off - io->offset),
-                           &type, &seq) || type != FSEV_JBD2_COMMIT)
+    unsigned char head[64];
+    if (!journal_block_head (vol, io, off, head) ||
+        !fsev_jbd2_header (head, &type, &seq) || type != FSEV_JBD2_COMMIT)
       continue;
     uint32_t cjblk = (uint32_t) ((seg->position + (off - seg->offset)) / vol->bs);
     uint32_t hint = p->new_head ? p->head : vol->head;
@@ -332,6 +444,7 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
     struct fsev_jtxn txn;
     if (!journal_find_txn (&pr->jv, cjblk, seq, hint, hint_ok, &txn)) {
       vol->stats.not_followed++;
+      prep_refuse (pr, "a commit block whose transaction cannot be read");
       continue;
     }
     struct fsev_overlay *ov = plan_next_overlay (p);

@@ -261,6 +261,26 @@ jdata_segment (const struct fsev_segment *seg, void *opaque)
  * journal block CJBLK.  Normally it starts where the last one ended;
  * otherwise (first transaction after mount) walk back to its start.
  */
+bool
+plan_undecided (struct follow_plan *p, const char *why)
+{
+  /* Fail closed: a change nobody could look at is refused while anyone
+   * is looking (on-unparseable=allow lets it through, for guests that
+   * run mkfs or resize2fs).
+   */
+  struct volume *vol = p->vol;
+  bool refuse = handlers_active () && !follow_allow_unparseable;
+  VDEBUG (vol, "%s: %s", why, refuse ? "refused (EIO)"
+          : "let through, the model stays as it was");
+  vol->stats.undecided++;
+  p->undecidable = true;
+  struct log_batch lb;
+  log_batch_init (&lb);
+  log_undecided (&lb, vol->partition, p->sequence, why, refuse ? EIO : 0);
+  log_commit (&lb);
+  return refuse;
+}
+
 /* fsev_diff_extra's callbacks: the volume's announced names, and what
  * the update (or the comparison of whole models) found beyond records.
  */
@@ -335,21 +355,19 @@ plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
       vol->stats.rescans++;
       p->L = view_scan (cv, msg, sizeof msg);
       if (p->L == NULL) {
-        /* Fail closed: a change nobody could look at is refused while
-         * anyone is looking (on-unparseable=allow lets it through,
-         * for guests that run mkfs or resize2fs).
-         */
-        bool refuse = handlers_active () && !follow_allow_unparseable;
         char why[320];
         snprintf (why, sizeof why, "the committed view does not parse: %s", msg);
-        VDEBUG (vol, "%s: %s", why, refuse ? "refused (EIO)"
-                : "let through, the model stays as it was");
-        vol->stats.undecided++;
-        struct log_batch lb;
-        log_batch_init (&lb);
-        log_undecided (&lb, vol->partition, p->sequence, why, refuse ? EIO : 0);
-        log_commit (&lb);
-        if (refuse)
+        if (plan_undecided (p, why))
+          return EIO;
+      }
+      else if (fsev_layout_journal_ino (p->L) != fsev_layout_journal_ino (vol->layout) ||
+               fsev_layout_journal_pblk (p->L, 0) != fsev_layout_journal_pblk (vol->layout, 0)) {
+        /* The journal itself moved: what it holds would be replayed
+         * unseen.  (Following a new journal is not done.)
+         */
+        fsev_layout_free (p->L);
+        p->L = NULL;
+        if (plan_undecided (p, "the journal moved to another inode or place"))
           return EIO;
       }
       else {
@@ -491,7 +509,9 @@ follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
     goto oom;
 
   int e;
-  if (!vol->journalled && pr.meta_changed)
+  if (pr.refuse_why && plan_undecided (p, pr.refuse_why))
+    e = EIO;
+  else if (!vol->journalled && pr.meta_changed)
     e = plan_hold (p, &pr, io);      /* decided at the guest's flush */
   else {
     struct view oldv = { .vol = vol, .ov = vol->overlay };
