@@ -61,62 +61,14 @@ io_new_bytes (const struct io *io, void *buf, uint64_t offset, uint64_t len)
     memset (buf, 0, len);
 }
 
-/* Does IO change the committed content of a metadata block that the
- * overlay does not hold?  (Blocks the overlay holds are checkpoints:
- * recovery would put the journal copy back anyway.)
- */
-bool
-io_changes_metadata (struct volume *vol, const struct io *io,
-                  const struct fsev_segment *seg)
-{
-  unsigned char old[65536], neu[65536];
-  if (vol->bs > sizeof old)
-    return true;
-  for (uint64_t off = seg->offset; off < seg->offset + seg->length; ) {
-    uint64_t blk = off / vol->bs;
-    uint64_t end = (blk + 1) * vol->bs;
-    if (end > seg->offset + seg->length)
-      end = seg->offset + seg->length;
-    if (fsev_overlay_find (vol->overlay, blk) == NULL) {
-      struct view v = { .vol = vol };
-      if (view_raw (&v, old, end - off, off) == -1)
-        return true;
-      io_new_bytes (io, neu, off, end - off);
-      if (memcmp (old, neu, end - off) != 0)
-        return true;
-    }
-    off = end;
-  }
-  return false;
-}
-
-bool
-io_rewrites_committed (struct volume *vol, const struct io *io,
-                       const struct fsev_segment *seg)
-{
-  unsigned char cur[65536], neu[65536];
-  if (vol->overlay->n == 0)
-    return false;
-  if (vol->bs > sizeof cur)
-    return true;
-  for (uint64_t off = seg->offset; off < seg->offset + seg->length; ) {
-    uint64_t blk = off / vol->bs;
-    uint64_t end = (blk + 1) * vol->bs;
-    if (end > seg->offset + seg->length)
-      end = seg->offset + seg->length;
-    const struct fsev_overlay_entry *e = fsev_overlay_find (vol->overlay, blk);
-    struct view v = { .vol = vol };
-    if (e) {
-      if (fsev_overlay_read_entry (vol->overlay, e, view_raw, &v, cur) == -1)
-        return true;
-      io_new_bytes (io, neu, off, end - off);
-      if (memcmp (cur + (off - blk * vol->bs), neu, end - off) != 0)
-        return true;
-    }
-    off = end;
-  }
-  return false;
-}
+/* Which bytes a piece of a block is compared with. */
+enum against {
+  AGAINST_IMAGE_UNLESS_HELD,    /* the image, for blocks the overlay does
+                                   not hold (held ones are checkpoints) */
+  AGAINST_COMMITTED_COPY,       /* the overlay's copy, for blocks it holds */
+  AGAINST_IMAGE_IN_LIVE_LOG,    /* the image, for journal blocks of
+                                   transactions that may be replayed */
+};
 
 /* Journal block JBLK: inside the log of transactions that have
  * committed and may still be replayed (from the tail the journal
@@ -134,30 +86,84 @@ in_live_log (const struct volume *vol, uint32_t jblk)
   return jblk >= tail || jblk < head;     /* the log wraps */
 }
 
-bool
-io_rewrites_live_log (struct volume *vol, const struct io *io,
-                      const struct fsev_segment *seg)
+/* Does IO give any block piece of SEG other bytes than what WHAT says
+ * it is compared with?  (True as well when that cannot be read.)
+ */
+static bool
+io_differs (struct volume *vol, const struct io *io,
+            const struct fsev_segment *seg, enum against what)
 {
   unsigned char cur[65536], neu[65536];
+  if (what == AGAINST_COMMITTED_COPY && vol->overlay->n == 0)
+    return false;
   if (vol->bs > sizeof cur)
     return true;
+  struct view v = { .vol = vol };
   for (uint64_t off = seg->offset; off < seg->offset + seg->length; ) {
     uint64_t blk = off / vol->bs;
     uint64_t end = (blk + 1) * vol->bs;
     if (end > seg->offset + seg->length)
       end = seg->offset + seg->length;
-    uint32_t jblk = (uint32_t) ((seg->position + (off - seg->offset)) / vol->bs);
-    if (in_live_log (vol, jblk)) {
-      struct view v = { .vol = vol };
-      if (view_raw (&v, cur, end - off, off) == -1)
+    const unsigned char *old = cur;
+    const struct fsev_overlay_entry *e = NULL;
+    bool look;
+    switch (what) {
+    case AGAINST_IMAGE_UNLESS_HELD:
+      look = fsev_overlay_find (vol->overlay, blk) == NULL;
+      break;
+    case AGAINST_COMMITTED_COPY:
+      look = (e = fsev_overlay_find (vol->overlay, blk)) != NULL;
+      break;
+    default:
+      look = in_live_log (vol, (uint32_t) ((seg->position + (off - seg->offset))
+                                           / vol->bs));
+      break;
+    }
+    if (look) {
+      if (e) {
+        if (fsev_overlay_read_entry (vol->overlay, e, view_raw, &v, cur) == -1)
+          return true;
+        old = cur + (off - blk * vol->bs);
+      }
+      else if (view_raw (&v, cur, end - off, off) == -1)
         return true;
       io_new_bytes (io, neu, off, end - off);
-      if (memcmp (cur, neu, end - off) != 0)
+      if (memcmp (old, neu, end - off) != 0)
         return true;
     }
     off = end;
   }
   return false;
+}
+
+/* Does IO change the committed content of a metadata block that the
+ * overlay does not hold?
+ */
+bool
+io_changes_metadata (struct volume *vol, const struct io *io,
+                     const struct fsev_segment *seg)
+{
+  return io_differs (vol, io, seg, AGAINST_IMAGE_UNLESS_HELD);
+}
+
+/* Does IO write home a block the overlay holds with other bytes than
+ * its committed copy?
+ */
+bool
+io_rewrites_committed (struct volume *vol, const struct io *io,
+                       const struct fsev_segment *seg)
+{
+  return io_differs (vol, io, seg, AGAINST_COMMITTED_COPY);
+}
+
+/* Does IO change the journal blocks of a transaction that may still
+ * be replayed?
+ */
+bool
+io_rewrites_live_log (struct volume *vol, const struct io *io,
+                      const struct fsev_segment *seg)
+{
+  return io_differs (vol, io, seg, AGAINST_IMAGE_IN_LIVE_LOG);
 }
 
 /* Does the epoch hold any block of [OFFSET, OFFSET+LEN)?  (Model held.) */

@@ -3,7 +3,7 @@
 # kernel mount, with the plugin checking its own model after every
 # transaction.
 #
-# For each variant (ext4; ext3; ext4 mounted data=journal) a small empty
+# For each variant (ext4; ext3; ext4 mounted data=journal; ext2) a small empty
 # image is served by the plugin with log=FILE, -D fsevent.check=1,
 # --log=stderr and -v, attached with nbdfuse + loop and mounted; then
 # tests/follow_random.py runs a seeded random sequence of operations
@@ -48,7 +48,7 @@ helper="$top_srcdir/tests/follow_random.py"
 seed="${SEED:-$(( $(date +%s%N) % 1000000007 ))}"
 ops="${OPS:-2500}"
 min_checks="${MIN_CHECKS:-200}"
-variants="${RANDOM_VARIANTS:-ext4 ext3 ext4-data=journal}"
+variants="${RANDOM_VARIANTS:-ext4 ext3 ext4-data=journal ext2}"
 echo "seed: $seed (replay with SEED=$seed), $ops operations per variant"
 
 nbdkit_pid='' fuse_pid='' dev='' mounted=''
@@ -62,6 +62,7 @@ run_variant ()
     case "$v" in
         ext4) mkfs=(-t ext4) ;;
         ext4-data=journal) mkfs=(-t ext4); mopts=data=journal ;;
+        ext2) mkfs=(-t ext2) ;;     # decided at the guest's flushes
         ext3)
             grep -qw ext3 /proc/filesystems || modprobe ext3 2>/dev/null ||
                 { echo "SKIP: $v: the kernel cannot mount ext3" >&2; return 77; }
