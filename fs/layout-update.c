@@ -149,6 +149,13 @@ struct link_change {
   uint32_t len;
 };
 
+/* A group descriptor's fields the model depends on. */
+struct gdesc {
+  uint64_t block_bitmap, inode_bitmap, inode_table;
+  uint32_t itable_unused;
+  uint16_t flags;
+};
+
 struct upd {
   struct fsev_layout *L;
   struct fsev_updater *u;
@@ -165,6 +172,14 @@ struct upd {
   char *why;
   size_t whylen;
   bool rescan, oom;
+  /* The last descriptor read in each view (inodes of one group come
+   * together): read_desc's cache.
+   */
+  struct {
+    const struct fsev_source *v;
+    dgrp_t g;
+    struct gdesc gd;
+  } dcache[2];
 };
 
 static void __attribute__ ((format (printf, 2, 3)))
@@ -189,12 +204,6 @@ vread (const struct fsev_source *v, void *buf, size_t count, uint64_t off)
   return v->read (v->opaque, buf, count, off);
 }
 
-/* A group descriptor's fields the model depends on. */
-struct gdesc {
-  uint64_t block_bitmap, inode_bitmap, inode_table;
-  uint32_t itable_unused;
-  uint16_t flags;
-};
 
 /* Descriptor number I of the table block in BUF. */
 static void
@@ -230,6 +239,11 @@ read_desc (struct upd *d, const struct fsev_source *v, dgrp_t g,
   unsigned per = EXT2_DESC_PER_BLOCK (fs->super);
   unsigned dsz = EXT2_DESC_SIZE (fs->super);
   unsigned char raw[EXT2_MAX_DESC_SIZE];
+  int slot = v == d->newv;
+  if (d->dcache[slot].v == v && d->dcache[slot].g == g) {
+    *out = d->dcache[slot].gd;
+    return 0;
+  }
   blk64_t blk = ext2fs_descriptor_block_loc2 (fs, fs->super->s_first_data_block,
                                               g / per);
   if (blk == 0 || blk >= d->L->fs_blocks || dsz > sizeof raw)
@@ -237,6 +251,9 @@ read_desc (struct upd *d, const struct fsev_source *v, dgrp_t g,
   if (vread (v, raw, dsz, blk * d->u->bs + (uint64_t) (g % per) * dsz) == -1)
     return -1;
   parse_desc (d, raw, 0, out);
+  d->dcache[slot].v = v;
+  d->dcache[slot].g = g;
+  d->dcache[slot].gd = *out;
   return 0;
 }
 
