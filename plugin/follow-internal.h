@@ -27,6 +27,11 @@ struct follow_stats {
   uint64_t check_failures;
 };
 
+/* Ranges of bytes written to free space kept at most, merged (16 MiB):
+ * past it, new ones are reported unattributed at once.
+ */
+#define PENDING_MAX_RANGES (1u << 20)
+
 /* Commit hold times kept for the percentiles (the newest ones). */
 #define HOLD_SAMPLES 16384
 

@@ -360,6 +360,14 @@ plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
         if (plan_undecided (p, why))
           return EIO;
       }
+      else if (fsev_layout_fs_bytes (p->L) > vol->length) {
+        /* A resize past the end of what is served. */
+        fsev_layout_free (p->L);
+        p->L = NULL;
+        if (plan_undecided (p, "the filesystem grew past the end of its "
+                            "volume"))
+          return EIO;
+      }
       else if (fsev_layout_journal_ino (p->L) != fsev_layout_journal_ino (vol->layout) ||
                fsev_layout_journal_pblk (p->L, 0) != fsev_layout_journal_pblk (vol->layout, 0)) {
         /* The journal itself moved: what it holds would be replayed

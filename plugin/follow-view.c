@@ -125,7 +125,7 @@ view_scan (struct view *v, char *err, size_t errlen)
 {
   struct volume *vol = v->vol;
   struct fsev_source src = {
-    .read = view_committed, .opaque = v, .size = fsev_layout_fs_bytes (vol->layout),
+    .read = view_committed, .opaque = v, .size = vol->length,   /* a resize may have grown it */
   };
   struct fsev_build_options opts = {
     .warn = view_build_warning, .opaque = vol, .max_warnings = 20,

@@ -303,11 +303,26 @@ const struct fsev_layout *follow_layout (const struct volume *vol) { return vol-
 void
 follow_pending_add (struct volume *vol, uint64_t offset, uint64_t length)
 {
+  /* Bounded: past PENDING_MAX_RANGES ranges (after merging) or without
+   * memory, the bytes are given up at once, as an unattributed record
+   * (never dropped silently).
+   */
+  const char *why = NULL;
   pthread_mutex_lock (&vol->pending_lock);
-  if (pending_add (&vol->pending, offset, length) == -1)
-    nbdkit_error ("out of memory: %" PRIu64 " bytes at %" PRIu64
-                  " will not be attributed", length, offset);
+  if (vol->pending.n >= PENDING_MAX_RANGES)
+    pending_normalise (&vol->pending);
+  if (vol->pending.n >= PENDING_MAX_RANGES)
+    why = "pending-full";
+  else if (pending_add (&vol->pending, offset, length) == -1)
+    why = "no-memory";
   pthread_mutex_unlock (&vol->pending_lock);
+  if (why) {
+    struct log_batch lb;
+    struct give_up g = { vol, &lb, why };
+    log_batch_init (&lb);
+    pending_given_up (offset, length, &g);
+    log_commit (&lb);
+  }
 }
 
 
