@@ -25,6 +25,7 @@ extern int engine_config_complete (void);
   "partition=N          Follow only partition N of a partitioned disk.\n" \
   "handler=PATH.so      Load a handler (repeatable); NAME.KEY=VALUE configures it.\n" \
   "log=FILE|-           Log every event as JSON Lines.\n" \
+  "log-phases=after|both  One line per event (default), or before and after.\n" \
   "protect=GLOB         Deny every change to matching paths (repeatable).\n" \
   "script-timeout=SECS  How long a script= may take (default 10).\n" \
   "on-handler-error=deny|allow  What a failed handler means (default deny).\n" \

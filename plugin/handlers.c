@@ -29,6 +29,7 @@ struct handler {
   void *dl;                     /* NULL for built-ins */
   bool reads_data;              /* it may look at write buffers */
   char *path;
+  char *by;                     /* its name in log lines ("by") */
 };
 
 static struct handler handlers[MAX_HANDLERS];
@@ -82,6 +83,9 @@ add (const struct fsevent_handler *h, void *dl, const char *path,
     .h = h, .size = h->struct_size, .dl = dl, .path = strdup (path),
     .reads_data = reads_data,
   };
+  if (dl && handlers[nhandlers].path &&
+      asprintf (&handlers[nhandlers].by, "handler:%s", path) == -1)
+    handlers[nhandlers].by = NULL;
   nhandlers++;
   return 0;
 }
@@ -90,6 +94,47 @@ int
 handlers_add_builtin (const struct fsevent_handler *h, bool reads_data)
 {
   return add (h, NULL, h->name, reads_data);
+}
+
+int
+handlers_set_by (const char *name, const char *by)
+{
+  for (size_t i = 0; i < nhandlers; i++)
+    if (strcmp (handlers[i].h->name, name) == 0) {
+      char *s = strdup (by);
+      if (s == NULL) {
+        nbdkit_error ("strdup: %m");
+        return -1;
+      }
+      free (handlers[i].by);
+      handlers[i].by = s;
+      return 0;
+    }
+  return 0;
+}
+
+/* Who vetoed in the last before phase that could veto on this thread
+ * (see handlers.h).
+ */
+static __thread unsigned last_by;
+
+unsigned
+handlers_vetoed_by (void)
+{
+  return last_by;
+}
+
+const char *
+handlers_by_name (unsigned by)
+{
+  if (by == HANDLERS_BY_FSEVENT)
+    return "fsevent";
+  if (by == HANDLERS_BY_LOCK)
+    return "lock";
+  if (by == 0 || by > nhandlers)
+    return "?";
+  const struct handler *hd = &handlers[by - 1];
+  return hd->by ? hd->by : hd->h->name;
 }
 
 int
@@ -351,9 +396,16 @@ run_chain (struct call *c, struct conn_contexts *cc)
 
   if (c->before)
     *c->result_code = 0;
-  if (nhandlers == 0 ||
-      !enter (KEY (c->partition, c->ino), cc, c->can_veto, c->result_code, &fe, &he))
+  if (c->can_veto)
+    last_by = 0;
+  if (nhandlers == 0)
     return;
+  if (!enter (KEY (c->partition, c->ino), cc, c->can_veto, c->result_code,
+              &fe, &he)) {
+    if (c->can_veto)
+      last_by = HANDLERS_BY_FSEVENT;
+    return;
+  }
   for (size_t i = 0; i < nhandlers; i++) {
     const struct handler *hd = &handlers[i];
     const char *name = "";
@@ -366,8 +418,10 @@ run_chain (struct call *c, struct conn_contexts *cc)
     if (r == -2)
       continue;                 /* it has no such callback */
     if (c->can_veto) {
-      if (check_before (hd, name, c->ino, r, c->result_code))
+      if (check_before (hd, name, c->ino, r, c->result_code)) {
+        last_by = i + 1;
         break;                  /* vetoed: later handlers are not asked */
+      }
     }
     else if (r != 0)
       handler_failed (hd, name, c->ino, false, c->result_code,
@@ -540,6 +594,7 @@ handlers_unload (void)
     if (hd->dl)
       dlclose (hd->dl);
     free (hd->path);
+    free (hd->by);
   }
   nhandlers = 0;
 }

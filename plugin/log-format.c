@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "errnames.h"
+#include "handlers.h"
 #include "log.h"
 #include "log-format.h"
 
@@ -102,9 +103,11 @@ put_time_field (char *p, int64_t sec, uint32_t usec)
   return PUTLIT (p, "Z\"");
 }
 
-/* ,"result":N[,"error":"ENAME"]}\n */
+/* ,"result":N[,"error":"ENAME"][,"by":"NAME"[,"refused":true]]}\n:
+ * at most 64 bytes plus by_room (BY).
+ */
 static char *
-put_result (char *p, int result)
+put_result (char *p, int result, unsigned by, bool refused)
 {
   p = PUTLIT (p, ",\"result\":");
   p = put_u64 (p, result < 0 ? 0 : (uint64_t) result);
@@ -113,7 +116,19 @@ put_result (char *p, int result)
     p = put_str (p, errno_name (result));
     *p++ = '"';
   }
+  if (by) {
+    p = PUTLIT (p, ",\"by\":");
+    p = put_json_string (p, handlers_by_name (by));
+    if (refused)
+      p = PUTLIT (p, ",\"refused\":true");
+  }
   return PUTLIT (p, "}\n");
+}
+
+static size_t
+by_room (unsigned by)
+{
+  return by ? 32 + 6 * strlen (handlers_by_name (by)) : 0;
 }
 
 static const char *const directions[] = { "inplace", "commit", "journal" };
@@ -124,7 +139,8 @@ size_t
 log_format_room (const struct log_rec *r)
 {
   switch (r->kind) {
-  case REC_WRITE: return 512 + 6 * (size_t) r->names_len + 4 * r->nnames;
+  case REC_WRITE: return 512 + 6 * (size_t) r->names_len + 4 * r->nnames +
+      by_room (r->by);
   case REC_TEXT: return 32 + strlen (r->heap);
   default: return 128;
   }
@@ -187,7 +203,7 @@ log_format (char *p, uint64_t seq, const struct log_rec *r)
     p = PUTLIT (p, ",\"sequence\":");
     p = put_u64 (p, r->sequence);
   }
-  return put_result (p, r->result);
+  return put_result (p, r->result, r->by, r->refused);
 }
 
 /* --- The rare events, formatted on the request path. --- */
@@ -304,10 +320,11 @@ text_take (struct log_batch *b, struct text *t)
 
 /* Ends the line of a decision with its result. */
 static void
-text_done (struct log_batch *b, struct text *t, int result)
+text_done (struct log_batch *b, struct text *t, int result, uint16_t by,
+           uint8_t refused)
 {
-  if (text_room (t, 64))
-    t->len = put_result (t->buf + t->len, result) - t->buf;
+  if (text_room (t, 64 + by_room (by)))
+    t->len = put_result (t->buf + t->len, result, by, refused) - t->buf;
   text_take (b, t);
 }
 
@@ -387,6 +404,10 @@ log_change (struct log_batch *b, const struct fsevent_change *ev)
   if (!log_enabled ())
     return;
   int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
+  uint16_t by;
+  uint8_t refused;
+  if (!log_line_for (b, ev, ev->phase, result, &by, &refused))
+    return;
   const struct fsevent_attributes *a = &ev->attributes;
   const struct fsevent_attributes *o = &ev->old_attributes;
   struct text t;
@@ -454,7 +475,7 @@ log_change (struct log_batch *b, const struct fsevent_change *ev)
   text_u64 (&t, "partition", ev->partition);
   if (ev->sequence)
     text_u64 (&t, "sequence", ev->sequence);
-  text_done (b, &t, result);
+  text_done (b, &t, result, by, refused);
 }
 
 void
@@ -463,6 +484,10 @@ log_lock (struct log_batch *b, const struct fsevent_lock *ev, bool unlock)
   if (!log_enabled ())
     return;
   int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
+  uint16_t by;
+  uint8_t refused;
+  if (!log_line_for (b, ev, ev->phase, result, &by, &refused))
+    return;
   struct text t;
 
   text_init (&t);
@@ -482,7 +507,7 @@ log_lock (struct log_batch *b, const struct fsevent_lock *ev, bool unlock)
   text_u64 (&t, "partition", ev->partition);
   text_u64 (&t, "connection",
             ev->handle_info ? ev->handle_info->connection_id : 0);
-  text_done (b, &t, result);
+  text_done (b, &t, result, by, refused);
 }
 
 void

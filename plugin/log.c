@@ -37,11 +37,13 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "handlers.h"
 #include "log.h"
 #include "log-format.h"
 
 static int fd = -1;
 static bool own_fd;
+static bool both_phases;        /* log-phases=both */
 
 /* --- The ring. --- */
 
@@ -54,6 +56,7 @@ struct slot {
   uint64_t ready;               /* the seq whose record this slot holds */
   struct log_rec rec;
 } __attribute__ ((aligned (64)));
+_Static_assert (sizeof (struct slot) == 192, "a slot is 3 cache lines");
 static struct slot *ring;
 
 /* Each written often by one side and read by the other: a cache line
@@ -121,6 +124,22 @@ log_open (const char *path)
     return -1;
   }
   own_fd = true;
+  return 0;
+}
+
+int
+log_set_phases (const char *value)
+{
+  if (strcmp (value, "after") == 0)
+    both_phases = false;
+  else if (strcmp (value, "both") == 0)
+    both_phases = true;
+  else {
+    nbdkit_error ("log-phases=%s: use after (one line per event, with its "
+                  "outcome: the default) or both (a before line with the "
+                  "handlers' decision, and the after line)", value);
+    return -1;
+  }
   return 0;
 }
 
@@ -457,7 +476,10 @@ log_commit (struct log_batch *b)
  out:
   if (b->recs != b->small)
     free (b->recs);
-  log_batch_init (b);
+  b->recs = b->small;
+  b->n = 0;
+  b->cap = sizeof b->small / sizeof b->small[0];
+  b->lost = 0;
 }
 
 /* --- Recording events (request threads). --- */
@@ -469,6 +491,32 @@ log_batch_init (struct log_batch *b)
   b->n = 0;
   b->cap = sizeof b->small / sizeof b->small[0];
   b->lost = 0;
+  b->veto_ev = NULL;
+  b->veto_result = 0;
+  b->veto_by = 0;
+}
+
+bool
+log_line_for (struct log_batch *b, const void *ev, int phase, int result,
+              uint16_t *by, uint8_t *refused)
+{
+  *by = 0;
+  *refused = 0;
+  if (phase == FSEVENT_BEFORE) {
+    if (result) {
+      /* Only one veto per request: it stops the before phase. */
+      unsigned who = handlers_vetoed_by ();
+      b->veto_ev = ev;
+      b->veto_result = result;
+      b->veto_by = who ? who : HANDLERS_BY_FSEVENT;
+    }
+    return both_phases;
+  }
+  if (phase == FSEVENT_AFTER && b->veto_by && result == b->veto_result) {
+    *by = b->veto_by;
+    *refused = ev == b->veto_ev;
+  }
+  return true;
 }
 
 /* A new record with its time set, or NULL (and counted as lost). */
@@ -511,13 +559,20 @@ log_event (struct log_batch *b, const struct fsevent_write *ev)
 {
   if (fd < 0)
     return;
+  int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
+  uint16_t by;
+  uint8_t refused;
+  if (!log_line_for (b, ev, ev->phase, result, &by, &refused))
+    return;
   struct log_rec *r = new_rec (b, REC_WRITE);
   if (r == NULL)
     return;
   r->phase = ev->phase;
   r->direction = ev->direction;
   r->op = ev->operation;
-  r->result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
+  r->result = result;
+  r->by = by;
+  r->refused = refused;
   r->ino = ev->ino;
   r->partition = ev->partition;
   r->position = ev->position;
