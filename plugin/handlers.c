@@ -129,8 +129,6 @@ handlers_by_name (unsigned by)
 {
   if (by == HANDLERS_BY_FSEVENT)
     return "fsevent";
-  if (by == HANDLERS_BY_LOCK)
-    return "lock";
   if (by == 0 || by > nhandlers)
     return "?";
   const struct handler *hd = &handlers[by - 1];

@@ -36,11 +36,11 @@ extern const char *handlers_config_help (void);
 
 /* Who refused an event, for the log's "by": 0 nobody, N the Nth
  * handler, or the plugin itself (out of memory before a handler could
- * decide; a host tool's lock).  Names: a built-in handler's name
+ * decide).  Names: a built-in handler's name
  * ("protect"), unless handlers_set_by gave it another ("script:PATH"),
  * or "handler:PATH" for a loaded .so (PATH as on the command line).
  */
-enum { HANDLERS_BY_FSEVENT = 0xfffe, HANDLERS_BY_LOCK = 0xffff };
+enum { HANDLERS_BY_FSEVENT = 0xffff };
 extern int handlers_set_by (const char *name, const char *by);
 /* The veto of the last before phase run on this thread that could
  * refuse its event (0 if it allowed it).

@@ -1,6 +1,8 @@
 /* plugin/log.c: log=FILE.
  *
- * One JSON object per line, per event and phase.  The request path does
+ * One JSON object per line, per event: its after phase, with the
+ * outcome and who vetoed (log-phases=both: the before phase too, with
+ * the handlers' decision).  The request path does
  * as little as it can: a request records its events in binary as they
  * are decided (with the time of the decision), then takes a run of seq
  * numbers with one atomic add and copies its records into those slots
