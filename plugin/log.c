@@ -16,13 +16,14 @@
  * numbering under a shared lock gave 0.73; this ring 0.78, and 0.80 to
  * 0.84 with the writer at nice 19 (6 s runs).  In scripts/bench's 10 s
  * runs, where writing back the log's own pages weighs more, 0.74 to 0.75
- * with two lines per event; one line per event (the default since):
- * 0.86 (median of 7 rounds, per round 0.78 to 1.16, on cores shared with
- * other work), about 1.1x the two-line format in the same rounds.  What
- * is left of the log's cost, by perf: the fence in log_commit (waiting
- * for the slot's stores), the writer's write(2) and formatting, the
- * clock: about 5% of nbdkit's CPU; the rest of the gap is the plugin's
- * own work and the log's page-cache writeback.
+ * with two lines per event.  One line per event (the default since):
+ * about 1.1x the two-line format in the same rounds, and in
+ * scripts/bench runs 0.74 to 1.00 of file (medians of per-round ratios,
+ * on cores shared with other work, whose noise hides anything closer).
+ * What is left of the log's cost, by perf: the writer's write(2) and
+ * formatting, the clock, the slot copy: about 4% of nbdkit's CPU (the
+ * fence that was in log_commit, another 1.2%, is gone); the rest of
+ * the gap is the plugin's own work and the log's page-cache writeback.
  *
  * An NBD flush waits until every line numbered before it is written,
  * and syncs the log with the data.  A full ring (the file cannot keep
