@@ -121,18 +121,19 @@ reply_err (struct cconn *c, int err, const char *msg)
 
 /* --- Lock events. --- */
 
+/* LB: the event's batch, the same for both phases (its after line
+ * names who vetoed the before phase).
+ */
 static void
-lock_event (struct cconn *c, struct fsevent_lock *ev, bool unlock,
-            enum fsevent_phase phase)
+lock_event (struct cconn *c, struct log_batch *lb, struct fsevent_lock *ev,
+            bool unlock, enum fsevent_phase phase)
 {
-  struct log_batch lb;
   ev->phase = phase;
   if (phase == FSEVENT_AFTER)
     writes_count_events (unlock ? 9 : 8, 1);
   handlers_lock (ev, unlock);
-  log_batch_init (&lb);
-  log_lock (&lb, ev, unlock);
-  log_commit (&lb);
+  log_lock (lb, ev, unlock);
+  log_commit (lb);
 }
 
 static void
@@ -185,8 +186,10 @@ unlock_events (struct cconn *c, struct gone_list *g, enum fsevent_phase phase)
 {
   for (size_t i = 0; i < g->n; i++) {
     struct fsevent_lock ev;
+    struct log_batch lb;
     fill_lock_event (&ev, &g->v[i].info, NULL, &c->info);
-    lock_event (c, &ev, true, phase);
+    log_batch_init (&lb);
+    lock_event (c, &lb, &ev, true, phase);
   }
 }
 
@@ -300,9 +303,11 @@ cmd_lock (struct cconn *c, char *args)
   struct lock_info l = { .partition = part, .ino = ino, .offset = offset,
                          .length = length, .exclusive = exclusive, .path = p };
   struct fsevent_lock ev;
+  struct log_batch lb;
   fill_lock_event (&ev, &l, names, &c->info);
   ev.fail_immediately = wait == 0;
-  lock_event (c, &ev, false, FSEVENT_BEFORE);
+  log_batch_init (&lb);
+  lock_event (c, &lb, &ev, false, FSEVENT_BEFORE);
   int veto = ev.result_code;
   int64_t id = 0;
   if (veto == 0) {
@@ -324,7 +329,7 @@ cmd_lock (struct cconn *c, char *args)
   else
     ev.status = veto;
   ev.result_code = 0;
-  lock_event (c, &ev, false, FSEVENT_AFTER);
+  lock_event (c, &lb, &ev, false, FSEVENT_AFTER);
   free (names);
   if (veto)
     return reply_err (c, veto, "refused by a handler");

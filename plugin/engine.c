@@ -37,6 +37,8 @@ engine_config (const char *key, const char *value)
     return handlers_load (value);
   if (strcmp (key, "log") == 0)
     return log_open (value);
+  if (strcmp (key, "log-phases") == 0)
+    return log_set_phases (value);
   if (strcmp (key, "protect") == 0) {
     static bool added;
     if (!added && handlers_add_builtin (&protect_handler, false) == -1)
@@ -47,9 +49,18 @@ engine_config (const char *key, const char *value)
   if (strcmp (key, "protect-mode") == 0)
     return protect_set_mode (value);
   if (strcmp (key, "script") == 0) {
-    if (script_set (value) == -1)
+    if (script_set (value) == -1 ||
+        handlers_add_builtin (&script_handler, true) == -1)
       return -1;
-    return handlers_add_builtin (&script_handler, true);
+    /* Log lines name it with its path, as given ("by"). */
+    char *by;
+    if (asprintf (&by, "script:%s", value) == -1) {
+      nbdkit_error ("asprintf: %m");
+      return -1;
+    }
+    int r = handlers_set_by (script_handler.name, by);
+    free (by);
+    return r;
   }
   if (strcmp (key, "python") == 0)
     return python_load (value);
@@ -138,8 +149,9 @@ engine_stop (void)
     volumes_stop ();
     device = NULL;
   }
-  handlers_unload ();
+  /* The log first: lines still in its ring name handlers ("by"). */
   log_close ();
+  handlers_unload ();
 }
 
 unsigned

@@ -25,6 +25,7 @@ extern int engine_config_complete (void);
   "partition=N          Follow only partition N of a partitioned disk.\n" \
   "handler=PATH.so      Load a handler (repeatable); NAME.KEY=VALUE configures it.\n" \
   "log=FILE|-           Log every event as JSON Lines.\n" \
+  "log-phases=after|both  One line per event (default), or before and after.\n" \
   "protect=GLOB         Deny every change to matching paths (repeatable).\n" \
   "protect-mode=enforce|audit  audit: log what protect= would deny, allow it.\n" \
   "python=FILE.py       A handler written in Python (repeatable); python.KEY=VALUE.\n" \

@@ -31,6 +31,7 @@ struct handler {
   bool contexts;                /* it keeps file and handle contexts */
   void *opaque;                 /* built-ins: handlers_self while called */
   char *path;
+  char *by;                     /* its name in log lines ("by") */
 };
 
 __thread void *handlers_self;
@@ -89,6 +90,9 @@ add (const struct fsevent_handler *h, void *dl, const char *path,
     .h = h, .size = h->struct_size, .dl = dl, .path = strdup (path),
     .reads_data = reads_data, .contexts = contexts, .opaque = opaque,
   };
+  if (dl && handlers[nhandlers].path &&
+      asprintf (&handlers[nhandlers].by, "handler:%s", path) == -1)
+    handlers[nhandlers].by = NULL;
   nhandlers++;
   if (contexts)
     nloaded++;
@@ -106,6 +110,45 @@ handlers_add_builtin_opaque (const struct fsevent_handler *h, bool reads_data,
                              bool contexts, void *opaque)
 {
   return add (h, NULL, h->name, reads_data, contexts, opaque);
+}
+
+int
+handlers_set_by (const char *name, const char *by)
+{
+  for (size_t i = 0; i < nhandlers; i++)
+    if (strcmp (handlers[i].h->name, name) == 0) {
+      char *s = strdup (by);
+      if (s == NULL) {
+        nbdkit_error ("strdup: %m");
+        return -1;
+      }
+      free (handlers[i].by);
+      handlers[i].by = s;
+      return 0;
+    }
+  return 0;
+}
+
+/* Who vetoed in the last before phase that could veto on this thread
+ * (see handlers.h).
+ */
+static __thread unsigned last_by;
+
+unsigned
+handlers_vetoed_by (void)
+{
+  return last_by;
+}
+
+const char *
+handlers_by_name (unsigned by)
+{
+  if (by == HANDLERS_BY_FSEVENT)
+    return "fsevent";
+  if (by == 0 || by > nhandlers)
+    return "?";
+  const struct handler *hd = &handlers[by - 1];
+  return hd->by ? hd->by : hd->h->name;
 }
 
 int
@@ -368,9 +411,16 @@ run_chain (struct call *c, struct conn_contexts *cc)
 
   if (c->before)
     *c->result_code = 0;
-  if (nhandlers == 0 ||
-      !enter (KEY (c->partition, c->ino), cc, c->can_veto, c->result_code, &fe, &he))
+  if (c->can_veto)
+    last_by = 0;
+  if (nhandlers == 0)
     return;
+  if (!enter (KEY (c->partition, c->ino), cc, c->can_veto, c->result_code,
+              &fe, &he)) {
+    if (c->can_veto)
+      last_by = HANDLERS_BY_FSEVENT;
+    return;
+  }
   for (size_t i = 0; i < nhandlers; i++) {
     const struct handler *hd = &handlers[i];
     const char *name = "";
@@ -384,8 +434,10 @@ run_chain (struct call *c, struct conn_contexts *cc)
     if (r == -2)
       continue;                 /* it has no such callback */
     if (c->can_veto) {
-      if (check_before (hd, name, c->ino, r, c->result_code))
+      if (check_before (hd, name, c->ino, r, c->result_code)) {
+        last_by = i + 1;
         break;                  /* vetoed: later handlers are not asked */
+      }
     }
     else if (r != 0)
       handler_failed (hd, name, c->ino, false, c->result_code,
@@ -561,6 +613,7 @@ handlers_unload (void)
     if (hd->dl)
       dlclose (hd->dl);
     free (hd->path);
+    free (hd->by);
   }
   nhandlers = nloaded = 0;
   handlers_self = NULL;

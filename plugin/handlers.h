@@ -42,6 +42,21 @@ extern bool handlers_need_contexts (void);
 extern void handlers_set_on_error (enum on_error e);
 extern const char *handlers_config_help (void);
 
+/* Who refused an event, for the log's "by": 0 nobody, N the Nth
+ * handler, or the plugin itself (out of memory before a handler could
+ * decide).  Names: a built-in handler's name
+ * ("protect"), unless handlers_set_by gave it another ("script:PATH"),
+ * or "handler:PATH" for a loaded .so (PATH as on the command line).
+ */
+/* One byte in a log record: handlers are at most 64. */
+enum { HANDLERS_BY_FSEVENT = 0xff };
+extern int handlers_set_by (const char *name, const char *by);
+/* The veto of the last before phase run on this thread that could
+ * refuse its event (0 if it allowed it).
+ */
+extern unsigned handlers_vetoed_by (void);
+extern const char *handlers_by_name (unsigned by);
+
 /* Run the before phase of EV through the chain, stopping at the first
  * veto.  On return ev->result_code is 0 (allowed) or the errno.
  */

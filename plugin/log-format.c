@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "errnames.h"
+#include "handlers.h"
 #include "log.h"
 #include "log-format.h"
 
@@ -102,9 +103,11 @@ put_time_field (char *p, int64_t sec, uint32_t usec)
   return PUTLIT (p, "Z\"");
 }
 
-/* ,"result":N[,"error":"ENAME"]}\n */
+/* ,"result":N[,"error":"ENAME"][,"by":"NAME"[,"refused":true]]}\n:
+ * at most 64 bytes plus by_room (BY).
+ */
 static char *
-put_result (char *p, int result)
+put_result (char *p, int result, unsigned by, bool refused)
 {
   p = PUTLIT (p, ",\"result\":");
   p = put_u64 (p, result < 0 ? 0 : (uint64_t) result);
@@ -113,7 +116,19 @@ put_result (char *p, int result)
     p = put_str (p, errno_name (result));
     *p++ = '"';
   }
+  if (by) {
+    p = PUTLIT (p, ",\"by\":");
+    p = put_json_string (p, handlers_by_name (by));
+    if (refused)
+      p = PUTLIT (p, ",\"refused\":true");
+  }
   return PUTLIT (p, "}\n");
+}
+
+static size_t
+by_room (unsigned by)
+{
+  return by ? 32 + 6 * strlen (handlers_by_name (by)) : 0;
 }
 
 static const char *const directions[] = { "inplace", "commit", "journal" };
@@ -124,7 +139,8 @@ size_t
 log_format_room (const struct log_rec *r)
 {
   switch (r->kind) {
-  case REC_WRITE: return 512 + 6 * (size_t) r->names_len + 4 * r->nnames;
+  case REC_WRITE: return 512 + 6 * (size_t) r->names_len + 4 * r->nnames +
+      by_room (r->by);
   case REC_TEXT: return 32 + strlen (r->heap);
   default: return 128;
   }
@@ -192,7 +208,7 @@ log_format (char *p, uint64_t seq, const struct log_rec *r)
     p = put_str (p, errno_name (r->would_deny));
     *p++ = '"';
   }
-  return put_result (p, r->result);
+  return put_result (p, r->result, r->by, r->refused);
 }
 
 /* --- The rare events, formatted on the request path. --- */
@@ -317,7 +333,8 @@ text_head (struct text *t, unsigned lev, int phase,
  * every path when there are several.
  */
 static void
-text_take (struct log_batch *b, struct text *t, int result)
+text_take (struct log_batch *b, struct text *t, int result, uint8_t by,
+           uint8_t refused)
 {
   const char *fixed[2] = { t->file ? t->file : "",
                            t->new_file ? t->new_file : "" };
@@ -343,6 +360,8 @@ text_take (struct log_batch *b, struct text *t, int result)
     r->phase = t->phase;
     r->partition = t->partition;
     r->result = result;
+    r->by = by;
+    r->refused = refused;
     r->nnames = 2 + nfiles;
     r->names_len = names_len;
     r->position = t->position;
@@ -356,11 +375,12 @@ text_take (struct log_batch *b, struct text *t, int result)
 
 /* Ends the line of a decision with its result. */
 static void
-text_done (struct log_batch *b, struct text *t, int result)
+text_done (struct log_batch *b, struct text *t, int result, uint8_t by,
+           uint8_t refused)
 {
-  if (text_room (t, 64))
-    t->len = put_result (t->buf + t->len, result) - t->buf;
-  text_take (b, t, result);
+  if (text_room (t, 64 + by_room (by)))
+    t->len = put_result (t->buf + t->len, result, by, refused) - t->buf;
+  text_take (b, t, result, by, refused);
 }
 
 static const char *const change_names[] = {
@@ -463,6 +483,10 @@ log_change (struct log_batch *b, const struct fsevent_change *ev)
   if (!log_wanted ())
     return;
   int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
+  uint8_t by;
+  uint8_t refused;
+  if (!log_line_for (b, ev, ev->phase, result, &by, &refused))
+    return;
   const struct fsevent_attributes *a = &ev->attributes;
   const struct fsevent_attributes *o = &ev->old_attributes;
   struct text t;
@@ -538,7 +562,7 @@ log_change (struct log_batch *b, const struct fsevent_change *ev)
     text_str (&t, "would_deny", errno_name (ev->would_deny));
     t.would_deny = ev->would_deny;
   }
-  text_done (b, &t, result);
+  text_done (b, &t, result, by, refused);
 }
 
 void
@@ -547,6 +571,10 @@ log_lock (struct log_batch *b, const struct fsevent_lock *ev, bool unlock)
   if (!log_wanted ())
     return;
   int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
+  uint8_t by;
+  uint8_t refused;
+  if (!log_line_for (b, ev, ev->phase, result, &by, &refused))
+    return;
   struct text t;
 
   text_init (&t);
@@ -567,7 +595,7 @@ log_lock (struct log_batch *b, const struct fsevent_lock *ev, bool unlock)
   text_u64 (&t, "partition", ev->partition);
   text_u64 (&t, "connection",
             ev->handle_info ? ev->handle_info->connection_id : 0);
-  text_done (b, &t, result);
+  text_done (b, &t, result, by, refused);
 }
 
 void
@@ -589,7 +617,7 @@ log_unattributed (struct log_batch *b, unsigned partition, uint64_t offset,
   text_str (&t, "reason", reason);
   /* No result: this is a record of what happened, not a decision. */
   PUT (&t, "}\n");
-  text_take (b, &t, 0);
+  text_take (b, &t, 0, 0, 0);
 }
 
 void
@@ -606,5 +634,5 @@ log_undecided (struct log_batch *b, unsigned partition, uint64_t sequence,
   if (sequence)
     text_u64 (&t, "sequence", sequence);
   text_str (&t, "reason", reason);
-  text_done (b, &t, result);
+  text_done (b, &t, result, 0, 0);
 }

@@ -4,6 +4,7 @@
 #ifndef FSEVENT_LOG_FORMAT_H
 #define FSEVENT_LOG_FORMAT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,5 +36,12 @@ extern char *log_format (char *p, uint64_t seq, const struct log_rec *r);
  * event, phase, result, partition and names after the line) or NULL.
  */
 extern struct log_rec *log_add_text (struct log_batch *b, char *line);
+/* Whether the event EV in PHASE with RESULT gets a line (the before
+ * phase only with log-phases=both; it notes a veto in B), and for an
+ * after line who vetoed (*BY, 0 if nobody) and whether EV was the event
+ * refused (*REFUSED).
+ */
+extern bool log_line_for (struct log_batch *b, const void *ev, int phase,
+                          int result, uint8_t *by, uint8_t *refused);
 
 #endif

@@ -1,6 +1,8 @@
 /* plugin/log.c: log=FILE.
  *
- * One JSON object per line, per event and phase.  The request path does
+ * One JSON object per line, per event: its after phase, with the
+ * outcome and who vetoed (log-phases=both: the before phase too, with
+ * the handlers' decision).  The request path does
  * as little as it can: a request records its events in binary as they
  * are decided (with the time of the decision), then takes a run of seq
  * numbers with one atomic add and copies its records into those slots
@@ -13,7 +15,15 @@
  * nbdkit file in the same run: formatting on the request path and
  * numbering under a shared lock gave 0.73; this ring 0.78, and 0.80 to
  * 0.84 with the writer at nice 19 (6 s runs).  In scripts/bench's 10 s
- * runs, where writing back the log's own pages weighs more, 0.74 to 0.75.
+ * runs, where writing back the log's own pages weighs more, 0.74 to 0.75
+ * with two lines per event.  One line per event (the default since):
+ * about 1.1x the two-line format in the same rounds, and in
+ * scripts/bench runs 0.74 to 1.00 of file (medians of per-round ratios,
+ * on cores shared with other work, whose noise hides anything closer).
+ * What is left of the log's cost, by perf: the writer's write(2) and
+ * formatting, the clock, the slot copy: about 4% of nbdkit's CPU (the
+ * fence that was in log_commit, another 1.2%, is gone); the rest of
+ * the gap is the plugin's own work and the log's page-cache writeback.
  *
  * An NBD flush waits until every line numbered before it is written,
  * and syncs the log with the data.  A full ring (the file cannot keep
@@ -37,6 +47,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "handlers.h"
 #include "log.h"
 #include "log-format.h"
 #include "watch.h"
@@ -45,6 +56,7 @@ static int fd = -1;
 static void syncer_start (void);
 static void syncer_stop (void);
 static bool own_fd;
+static bool both_phases;        /* log-phases=both */
 
 /* --- The ring. --- */
 
@@ -80,7 +92,7 @@ static pthread_cond_t written = PTHREAD_COND_INITIALIZER; /* to flushes */
 static pthread_cond_t space = PTHREAD_COND_INITIALIZER;   /* to producers */
 static uint64_t written_seq;    /* every seq up to here is in the file */
 static unsigned sync_waiting, space_waiting;
-static bool writer_asleep;      /* atomic: wake it after publishing */
+static bool writer_asleep;      /* atomic: wake it after taking seqs */
 static bool stopping;
 static uint64_t full_waits, helped;     /* atomic: for -v at close */
 static bool writer_running;     /* atomic */
@@ -125,6 +137,22 @@ log_open (const char *path)
     return -1;
   }
   own_fd = true;
+  return 0;
+}
+
+int
+log_set_phases (const char *value)
+{
+  if (strcmp (value, "after") == 0)
+    both_phases = false;
+  else if (strcmp (value, "both") == 0)
+    both_phases = true;
+  else {
+    nbdkit_error ("log-phases=%s: use after (one line per event, with its "
+                  "outcome: the default) or both (a before line with the "
+                  "handlers' decision, and the after line)", value);
+    return -1;
+  }
   return 0;
 }
 
@@ -220,6 +248,16 @@ drain (void)
   return total;
 }
 
+/* Seqs have been given that the writer has not formatted: lines
+ * published, or being copied in.
+ */
+static bool
+ring_reserved (void)
+{
+  return __atomic_load_n (&next_seq, __ATOMIC_SEQ_CST) - 1 >
+    __atomic_load_n (&consumed, __ATOMIC_ACQUIRE);
+}
+
 static bool
 ring_has_next (void)
 {
@@ -261,23 +299,27 @@ writer_main (void *arg)
       break;
     }
     struct timespec t;
-    if (n > 0 || sync_waiting || space_waiting) {
+    bool copying = n == 0 && ring_reserved ();
+    if (n > 0 || sync_waiting || space_waiting || copying) {
       /* Busy: let a period's lines gather (a flush or a full ring ends
-       * the wait early; a flush whose lines are still being copied in
-       * polls briefly).
+       * the wait early; lines still being copied in, for a flush or
+       * after a wake-up, are polled for briefly).
        */
-      deadline_in (&t, sync_waiting ? WRITER_PERIOD_NS / 20 : WRITER_PERIOD_NS);
+      deadline_in (&t, sync_waiting || copying ? WRITER_PERIOD_NS / 20
+                   : WRITER_PERIOD_NS);
       if (!stopping)
         pthread_cond_timedwait (&queued, &lock, &t);
     }
     else {
-      /* Idle: sleep until a request publishes lines.  It checks
-       * writer_asleep after publishing, we check the ring after setting
-       * it: one of the two sees the other.
+      /* Idle: sleep until a request takes seqs.  It checks
+       * writer_asleep after its atomic add on next_seq, we check
+       * next_seq after setting it: one of the two sees the other.  (The
+       * request wakes us before it copies its lines in, and needs no
+       * fence after the copy.)
        */
       __atomic_store_n (&writer_asleep, true, __ATOMIC_SEQ_CST);
       __atomic_thread_fence (__ATOMIC_SEQ_CST);
-      while (!stopping && !sync_waiting && !space_waiting && !ring_has_next ())
+      while (!stopping && !sync_waiting && !space_waiting && !ring_reserved ())
         pthread_cond_wait (&queued, &lock);
       __atomic_store_n (&writer_asleep, false, __ATOMIC_RELAXED);
     }
@@ -570,13 +612,25 @@ log_commit (struct log_batch *b)
   uint64_t seq;
   /* Watchers get their copy first (numbered in the same order), then
    * the ring takes the records (and their heap parts) for the file.
+   * Both take the seqs with a sequentially consistent add: the idle
+   * writer watches next_seq (see writer_main).
    */
   if (!watch_active () ||
       (seq = watch_batch (&next_seq, lines, b)) == 0)
-    seq = __atomic_fetch_add (&next_seq, lines, __ATOMIC_ACQ_REL);
+    seq = __atomic_fetch_add (&next_seq, lines, __ATOMIC_SEQ_CST);
   if (fd < 0) {
     free_heaps (b);
     goto out;
+  }
+  /* Wake the writer if it sleeps for want of lines (see writer_main).
+   * Checked here, ordered by the atomic add, rather than after the
+   * copy: a fence there waited for the copy's stores, which perf showed
+   * as most of this function's time.
+   */
+  if (__atomic_load_n (&writer_asleep, __ATOMIC_SEQ_CST)) {
+    pthread_mutex_lock (&lock);
+    pthread_cond_signal (&queued);
+    pthread_mutex_unlock (&lock);
   }
   for (size_t i = 0; i < b->n; i++)
     publish (seq++, &b->recs[i]);
@@ -586,18 +640,13 @@ log_commit (struct log_batch *b)
   }
   help_drain (seq - 1);
 
-  /* Wake the writer if it sleeps for want of lines. */
-  __atomic_thread_fence (__ATOMIC_SEQ_CST);
-  if (__atomic_load_n (&writer_asleep, __ATOMIC_RELAXED)) {
-    pthread_mutex_lock (&lock);
-    pthread_cond_signal (&queued);
-    pthread_mutex_unlock (&lock);
-  }
-
  out:
   if (b->recs != b->small)
     free (b->recs);
-  log_batch_init (b);
+  b->recs = b->small;
+  b->n = 0;
+  b->cap = sizeof b->small / sizeof b->small[0];
+  b->lost = 0;
 }
 
 /* --- Recording events (request threads). --- */
@@ -609,6 +658,32 @@ log_batch_init (struct log_batch *b)
   b->n = 0;
   b->cap = sizeof b->small / sizeof b->small[0];
   b->lost = 0;
+  b->veto_ev = NULL;
+  b->veto_result = 0;
+  b->veto_by = 0;
+}
+
+bool
+log_line_for (struct log_batch *b, const void *ev, int phase, int result,
+              uint8_t *by, uint8_t *refused)
+{
+  *by = 0;
+  *refused = 0;
+  if (phase == FSEVENT_BEFORE) {
+    if (result) {
+      /* Only one veto per request: it stops the before phase. */
+      unsigned who = handlers_vetoed_by ();
+      b->veto_ev = ev;
+      b->veto_result = result;
+      b->veto_by = who ? who : HANDLERS_BY_FSEVENT;
+    }
+    return both_phases;
+  }
+  if (phase == FSEVENT_AFTER && b->veto_by && result == b->veto_result) {
+    *by = b->veto_by;
+    *refused = ev == b->veto_ev;
+  }
+  return true;
 }
 
 /* A new record with its time set, or NULL (and counted as lost). */
@@ -634,6 +709,8 @@ new_rec (struct log_batch *b, int kind)
   r->kind = kind;
   r->event = LEV_WRITE;
   r->would_deny = 0;
+  r->by = 0;
+  r->refused = 0;
   r->sec = ts.tv_sec;
   r->usec = ts.tv_nsec / 1000;
   r->heap = NULL;
@@ -653,13 +730,20 @@ log_event (struct log_batch *b, const struct fsevent_write *ev)
 {
   if (!log_wanted ())
     return;
+  int result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
+  uint8_t by;
+  uint8_t refused;
+  if (!log_line_for (b, ev, ev->phase, result, &by, &refused))
+    return;
   struct log_rec *r = new_rec (b, REC_WRITE);
   if (r == NULL)
     return;
   r->phase = ev->phase;
   r->direction = ev->direction;
   r->op = ev->operation;
-  r->result = ev->phase == FSEVENT_BEFORE ? ev->result_code : ev->status;
+  r->result = result;
+  r->by = by;
+  r->refused = refused;
   r->ino = ev->ino;
   r->partition = ev->partition;
   r->position = ev->position;

@@ -9,6 +9,10 @@
 #include "fsevent.h"
 
 extern int log_open (const char *path);     /* "-" is stderr */
+/* log-phases=after (the default: one line per event, once its outcome
+ * is known) or both (a before line with the decision too).
+ */
+extern int log_set_phases (const char *value);
 /* Start the writer thread (after nbdkit's fork). */
 extern int log_start (void);
 extern void log_close (void);
@@ -39,10 +43,13 @@ struct log_rec {
   uint32_t ino, partition;
   uint32_t nnames;              /* file name, then every path if > 1 */
   uint32_t names_len;           /* bytes of the NUL-terminated names */
-  int64_t sec;                  /* the time of the decision */
+  int64_t sec;                  /* the time it was recorded */
   uint32_t usec;
   uint8_t event;                /* LEV_* (log-format.h), for watchers */
   uint8_t would_deny;           /* protect-mode=audit: the errno, or 0 */
+  uint8_t by;                   /* after: who vetoed (handlers_by_name:
+                                   an index, handlers are at most 64) */
+  uint8_t refused;              /* after: this event was the one refused */
   uint64_t position;            /* REC_LOST: how many lines were lost */
   uint64_t length, bytes_written, connection, sequence;
   char *heap;                   /* REC_TEXT: the line, a NUL, then its
@@ -58,12 +65,20 @@ struct log_batch {
   struct log_rec *recs;
   size_t n, cap;
   uint64_t lost;                /* lines dropped for want of memory */
+  /* The event refused in the before phase, if one was: its after line
+   * and those of the request's other events carry "by".
+   */
+  const void *veto_ev;
+  int veto_result;
+  unsigned veto_by;
   struct log_rec small[4];
 };
 
 extern void log_batch_init (struct log_batch *b);
 /* Record the write event EV as it stands now: in the before phase with
- * the result all handlers decided, in the after phase with the status.
+ * the result all handlers decided (a line only with log-phases=both),
+ * in the after phase with the status.  Call it right after the
+ * handlers ran (a veto's "by" is taken from handlers_vetoed_by).
  */
 extern void log_event (struct log_batch *b, const struct fsevent_write *ev);
 extern void log_change (struct log_batch *b, const struct fsevent_change *ev);
@@ -89,7 +104,8 @@ extern const char *log_file_type (uint32_t mode);
 
 /* Number the batch's lines and queue them for the writer thread, which
  * writes them within a few milliseconds (log_sync waits for that).
- * Frees what the batch allocated.
+ * Frees what the batch allocated; the batch keeps what it knows of a
+ * veto (a lock's before and after phases are committed apart).
  */
 extern void log_commit (struct log_batch *b);
 

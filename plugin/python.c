@@ -1395,6 +1395,16 @@ python_load (const char *path)
     py_unload ();
     return -1;
   }
+  /* Log lines name it with its path, as given ("by"). */
+  char *by;
+  if (asprintf (&by, "python:%s", path) == -1) {
+    nbdkit_error ("asprintf: %m");
+    return -1;
+  }
+  int r = handlers_set_by (m->name, by);
+  free (by);
+  if (r == -1)
+    return -1;
   nbdkit_debug ("python=%s: loaded as handler '%s'", path, m->name);
   return 0;
 }

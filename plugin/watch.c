@@ -292,7 +292,7 @@ watch_batch (uint64_t *next_seq, size_t lines, const struct log_batch *b)
     pthread_mutex_unlock (&wlock);
     return 0;
   }
-  uint64_t seq = __atomic_fetch_add (next_seq, lines, __ATOMIC_ACQ_REL);
+  uint64_t seq = __atomic_fetch_add (next_seq, lines, __ATOMIC_SEQ_CST);
   for (size_t i = 0; i < b->n; i++)
     if (decided (&b->recs[i]))
       deliver (seq + i, &b->recs[i], &tmp, &tmpcap);

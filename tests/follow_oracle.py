@@ -27,7 +27,8 @@ Three modes:
       and on broken copies of that log exactly what was broken.
 
 The checks:
-  0 log format: JSON lines, seq 1..N, before/after pairs, results,
+  0 log format: JSON lines, seq 1..N, one after line per event (with
+    --phases both, as for log-phases=both: before/after pairs), results,
     "sequence" present exactly where it must be, commit order and the
     order of events within a transaction;
   1 data: every byte the workload wrote (and that was committed) is
@@ -830,6 +831,9 @@ class Oracle:
         with open(args.truth) as f:
             self.t = json.load(f)
         self.evs = load_log(args.log, self.rep)
+        # log-phases=both: a before and an after line per event; else
+        # (the default) the after line only.
+        self.both = getattr(args, "phases", "after") == "both"
         self.epochs = self.t["epochs"]
         self.bounds = [e["seq"] for e in self.epochs]
         # epoch of each line: 0 = mount (before the workload), k = the
@@ -915,6 +919,10 @@ class Oracle:
             if e.get("phase") not in ("before", "after"):
                 R.fail(0, "fields", "bad phase: " + show(e))
                 continue
+            if e["phase"] == "before" and not self.both:
+                R.fail(0, "fields", "a before line without log-phases=both: "
+                       + show(e))
+                continue
             for k in ("time", "file", "ino", "result"):
                 if k not in e:
                     R.fail(0, "fields", "no %s: %s" % (k, show(e)))
@@ -971,7 +979,7 @@ class Oracle:
             pairs.setdefault(key, {"before": [], "after": []})[
                 e["phase"]].append(e)
         unpaired = 0
-        for key, p in pairs.items():
+        for key, p in (pairs.items() if self.both else ()):
             b, a = p["before"], p["after"]
             if len(b) != len(a) or any(x["seq"] > y["seq"]
                                        for x, y in zip(b, a)):
@@ -2052,6 +2060,8 @@ def check_main(argv):
     ap.add_argument("--report", help="write the full report here too")
     ap.add_argument("--max", type=int, default=12,
                     help="lines shown per category (default 12)")
+    ap.add_argument("--phases", choices=("after", "both"), default="after",
+                    help="the plugin's log-phases= (default after)")
     a = ap.parse_args(argv)
     o = Oracle(a)
     rep = o.run()
@@ -2075,9 +2085,10 @@ def check_main(argv):
 # selftest: the oracle on a log made up from the truth, as a correct
 # engine would write it, and on broken copies of that log.
 
-def synth(t):
+def synth(t, both):
     """The events a correct engine gives for the truth T: one
-    transaction per epoch.  Returns a list of (epoch, [events])."""
+    transaction per epoch, with before lines if BOTH (log-phases=both).
+    Returns a list of (epoch, [events])."""
     journal = t["journal"]
     epochs = t["epochs"]
     out = []
@@ -2154,7 +2165,7 @@ def synth(t):
         evs.sort(key=lambda e: -1 if e["event"] == "delete" and
                  e["ino"] in reborn else RANK[e["event"]])
         lines = []
-        for ph in ("before", "after"):
+        for ph in ("before", "after") if both else ("after",):
             for e in evs:
                 x = dict(e, phase=ph, result=0)
                 if journal and (e["event"] != "write" or
@@ -2190,10 +2201,12 @@ def selftest_main(argv):
     ap = argparse.ArgumentParser(prog="follow_oracle.py selftest")
     ap.add_argument("--image", required=True)
     ap.add_argument("--truth", required=True)
+    ap.add_argument("--phases", choices=("after", "both"), default="after")
     a = ap.parse_args(argv)
+    both = a.phases == "both"
     with open(a.truth) as f:
         t0 = json.load(f)
-    base = synth(t0)
+    base = synth(t0, both)
     failures = 0
 
     def run(name, lines, want):
@@ -2205,7 +2218,7 @@ def selftest_main(argv):
             args = argparse.Namespace(log=tmp + "/log", image=a.image,
                                       truth=tmp + "/truth",
                                       nbdkit_stderr=None, report=None,
-                                      max=5)
+                                      max=5, phases=a.phases)
             rep = Oracle(args).run(image=lines is base)
         got = {(c, cat) for c, cat, _ in rep.failed()}
         ok = got == want
@@ -2240,7 +2253,10 @@ def selftest_main(argv):
                                                   (2, "replay")})
 
     def twice(lines, i):
-        """Log the event at I (a before line) twice."""
+        """Log the event at I (its first line) twice."""
+        if not both:
+            lines.insert(i + 1, dict(lines[i]))
+            return
         key = {k: v for k, v in lines[i].items() if k != "phase"}
         j = next(j for j, x in enumerate(lines) if x["phase"] == "after" and
                  {k: v for k, v in x.items() if k != "phase"} == key)
@@ -2284,15 +2300,26 @@ def selftest_main(argv):
         k, lines = next((k, l) for k, l in m
                         if any(x["event"] == "delete" for x in l))
         lines.reverse()
-    run("a transaction out of order", mutate(disorder),
-        {(0, "order"), (0, "pairs")} if t0["journal"] else {(0, "pairs")})
+    if both:
+        run("a transaction out of order", mutate(disorder),
+            {(0, "order"), (0, "pairs")} if t0["journal"] else
+            {(0, "pairs")})
+    elif t0["journal"]:
+        run("a transaction out of order", mutate(disorder), {(0, "order")})
 
     def no_after(m):
         lines, i = find(m, lambda x: x["event"] == "link" and
                         x["phase"] == "after")
         del lines[i]
     run("an after line missing", mutate(no_after),
-        {(0, "pairs"), (2, "missing link"), (2, "replay")})
+        ({(0, "pairs")} if both else set()) |
+        {(2, "missing link"), (2, "replay")})
+    if not both:
+        def a_before(m):
+            lines, i = find(m, lambda x: x["event"] == "link")
+            lines.insert(i, dict(lines[i], phase="before"))
+        run("a before line (log-phases=after)", mutate(a_before),
+            {(0, "fields")})
 
     # The documented limitations: accepted in their variant only.
     ext2 = t0.get("variant") == "ext2" and not t0["journal"]
@@ -2410,8 +2437,9 @@ def selftest_main(argv):
             if kk == k:
                 n = sum(x["phase"] == "before" for x in lines)
                 lines[:] = lines[:n] + [dict(e, phase="before", result=0)
-                                        for e in evs] + lines[n:] + \
-                    [dict(e, phase="after", result=0) for e in evs]
+                                        for e in evs if both] + \
+                    lines[n:] + [dict(e, phase="after", result=0)
+                                 for e in evs]
 
     def ln(f, ino):
         return {"event": "link", "file": f, "new_file": f, "ino": ino}

@@ -564,7 +564,9 @@ def cmd_check(a):
     with open(a.log) as f:
         for line in f:
             e = json.loads(line)
-            if e.get("phase") not in (None, "before"):
+            # One line per event: the after line, with the outcome (an
+            # event refused or failed did not happen).
+            if e.get("phase") != "after" or e.get("result", 0) != 0:
                 continue
             if e.get("event") in ("create", "rename", "link", "unlink", "delete"):
                 evs.append(e)

@@ -82,11 +82,13 @@ assert [e["seq"] for e in alll] == list(range(1, len(alll) + 1)), "seq"
 evs = [e for e in alll if e["event"] == "write"]
 others = [e for e in alll if e["event"] != "write"]
 assert {e["event"] for e in others} <= {"set_attributes"}, others
-assert all(e["result"] == 1 for e in others
-           if e["file"] == "/etc/secret" and e["phase"] == "before"), others
+# One line per event: the after line, with the outcome and who vetoed.
+assert all(e["phase"] == "after" for e in alll), "a before line"
+assert all(e["result"] == 1 and e["by"] == "protect" for e in others
+           if e["file"] == "/etc/secret"), others
 assert {e["file"] for e in evs} <= {"/data/free.txt", "/etc/secret"}, evs
 free = [e for e in evs if e["file"] == "/data/free.txt"]
-want = [("before", 4096, 4096, 0, None), ("after", 4096, 4096, 0, 4096)]
+want = [("after", 4096, 4096, 0, 4096)]
 got = [(e["phase"], e["position"], e["length"], e["result"],
         e.get("bytes_written")) for e in free]
 print("/data/free.txt:", got)
@@ -98,9 +100,10 @@ print("/etc/secret:", [(e["phase"], e["position"], e["length"], e["result"])
 assert secret, "no event for /etc/secret"
 for e in secret:
     assert e["result"] == 1 and e["error"] == "EPERM", e
+    assert e["by"] == "protect" and e["refused"] is True, e
     assert e.get("bytes_written", 0) == 0, e
     assert 0 <= e["position"] < 16384, e
-assert any(e["phase"] == "before" and e["position"] <= 4096 < e["position"] + e["length"]
+assert any(e["position"] <= 4096 < e["position"] + e["length"]
            for e in secret), "no veto of block 1 of /etc/secret"
 EOF
 

@@ -5,8 +5,12 @@
 # inode) and against the image file itself:
 #  - the exact events of aligned, unaligned, multi-block, two-file,
 #    file+free-space, past-i_size, metadata, zero and trim requests;
-#  - vetoes (protect=): the client's errno, the before/after events, and
-#    an image that stays byte-identical;
+#  - one line per event (the after phase, with the outcome), and with
+#    log-phases=both a before line too: both formats for every request
+#    kind and for vetoes;
+#  - vetoes (protect=): the client's errno, the lines (result, error,
+#    "by" naming the handler, "refused" on the refused event), and an
+#    image that stays byte-identical;
 #  - the example C handler (examples/marker.c): vetoes, errno, and its
 #    per-file byte counts;
 #  - 4 parallel writers: one event per request, no lost or torn lines;
@@ -52,6 +56,8 @@ export LOG="$tmp/events.jsonl"
 export PYTHONPATH="$tmp:$top_srcdir/tests"
 T0="$(date +%s)"
 export T0
+# after (the default: one line per event) or both (log-phases=both).
+export PHASES=after
 pid="$tmp/pid"
 
 # --- The image. -------------------------------------------------------
@@ -89,6 +95,8 @@ SOCK = os.environ["SOCK"]
 LOG = os.environ["LOG"]
 BS = 4096
 T0 = int(os.environ["T0"])
+PHASES = os.environ.get("PHASES", "after")
+BY = None           # who vetoes in this run: "protect", "handler:PATH"
 
 from debugfs_oracle import File, debugfs as _debugfs, file_info as _file_info
 
@@ -147,15 +155,31 @@ def ev(name, pos, length, phase, op="write", result=0, written=None):
         e["bytes_written"] = length if written is None else written
     return e
 
+def vetoed(e, refused):
+    """After line E of a vetoed request: who vetoed, and whether E's
+    event is the one refused."""
+    assert BY, "set fsev.BY for a run with vetoes"
+    e["by"] = BY
+    if refused:
+        e["refused"] = True
+    return e
+
+def lines(before, after):
+    """The lines of a request: with log-phases=both its before lines
+    then its after lines, else only the after lines."""
+    return before + after if PHASES == "both" else after
+
 def pair(name, pos, length, op="write", result=0):
-    """The before and after events of a one-event request."""
-    return [ev(name, pos, length, "before", op, result),
-            ev(name, pos, length, "after", op, result,
-               0 if result else length)]
+    """The lines of a one-event request."""
+    a = ev(name, pos, length, "after", op, result, 0 if result else length)
+    if result:
+        vetoed(a, True)
+    return lines([ev(name, pos, length, "before", op, result)], [a])
 
 def expected(off, length, op="write", deny=lambda name: 0):
-    """The events of a request, from the oracle: before events until the
-    first veto, then an after event for each of those."""
+    """The lines of a request, from the oracle: its events are decided
+    until the first veto; each of those gets an after line (and, with
+    log-phases=both, a before line)."""
     before, err = [], 0
     for name, pos, n in segments(off, length):
         r = deny(name)
@@ -165,7 +189,10 @@ def expected(off, length, op="write", deny=lambda name: 0):
             break
     after = [dict(ev(e["name"], e["position"], e["length"], "after", op, err,
                      0 if err else e["length"])) for e in before]
-    return before + after
+    if err:
+        for i, a in enumerate(after):
+            vetoed(a, i == len(after) - 1)
+    return lines(before, after)
 
 # --- The log. ---
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
@@ -179,6 +206,18 @@ def check_line(e):
         keys.add("bytes_written")
     if e.get("result"):
         keys.add("error")
+    if "by" in e:
+        # A veto's after lines only; "refused" on the event refused.
+        assert e["phase"] == "after" and e["result"], e
+        assert type(e["by"]) is str and e["by"], e
+        keys.add("by")
+        if "refused" in e:
+            assert e["refused"] is True, e
+            keys.add("refused")
+    else:
+        assert "refused" not in e, e
+    if e.get("phase") == "before":
+        assert PHASES == "both", ("a before line without log-phases=both", e)
     if "paths" in e:
         keys.add("paths")
     assert set(e) == keys, ("keys", sorted(e), sorted(keys))
@@ -290,6 +329,7 @@ serve ()
 {
     cp --sparse=always "$tmp/pristine.img" "$IMG"
     rm -f "$LOG"
+    [ "$PHASES" = after ] || set -- log-phases="$PHASES" "$@"
     case "$BACKEND" in
         plugin) start_nbdkit "$SOCK" "$pid" "$plugin" "$IMG" log="$LOG" "$@" ;;
         file) start_nbdkit "$SOCK" "$pid" --filter="$filter" file "$IMG" \
@@ -336,6 +376,9 @@ stop ()
 
 # --- Events of every kind of request. -----------------------------------
 
+# Both formats: one line per event (the default), and log-phases=both.
+for PHASES in after both; do
+echo "=== log-phases=$PHASES"
 serve
 "$py" - <<'EOF'
 from fsev import *
@@ -367,10 +410,10 @@ off = dev("/a", 3, 2048)
 if nxt in OWNER:
     name, lblk = OWNER[nxt]
     print("(c) the block after /a's last is %s block %d" % (name, lblk))
-    exp = (pair("/a", 3 * BS + 2048, 2048)[:1] +
-           [ev(name, lblk * BS, 2048, "before")] +
-           pair("/a", 3 * BS + 2048, 2048)[1:] +
-           [ev(name, lblk * BS, 2048, "after")])
+    exp = lines([ev("/a", 3 * BS + 2048, 2048, "before"),
+                 ev(name, lblk * BS, 2048, "before")],
+                [ev("/a", 3 * BS + 2048, 2048, "after"),
+                 ev(name, lblk * BS, 2048, "after")])
 else:
     assert is_free(nxt), "block %d after /a is neither a file's nor free" % nxt
     print("(c) the block after /a's last is free space")
@@ -451,7 +494,9 @@ e2fsck -fn "$IMG"                 # only data blocks were written
 serve protect='/dir/**'
 cp --sparse=always "$IMG" "$tmp/before.img"
 "$py" - <<'EOF'
+import fsev
 from fsev import *
+fsev.BY = "protect"
 log = Log()
 h = connect()
 copy = os.environ["TMP"] + "/before.img"
@@ -494,6 +539,8 @@ assert on_image(dev("/b", 0), BS) == d
 h.shutdown()
 EOF
 stop
+done
+PHASES=after
 
 # protect=GLOB ALLOWED DENIED: a plain glob, a hard link, FNM_PATHNAME.
 protect_case ()
@@ -501,7 +548,9 @@ protect_case ()
     serve protect="$1"
     cp --sparse=always "$IMG" "$tmp/before.img"
     ALLOWED="$2" DENIED="$3" GLOB="$1" "$py" - <<'EOF'
+import fsev
 from fsev import *
+fsev.BY = "protect"
 log = Log()
 h = connect()
 glob, allowed, denied = os.environ["GLOB"], os.environ["ALLOWED"], os.environ["DENIED"]
@@ -527,8 +576,10 @@ protect_case '/dir/c' "/a /b" "/dir/c"
 # --- The example handler: examples/marker.c. ----------------------------
 
 serve handler="$marker_so" marker.marker=FORBIDDEN marker.report="$tmp/report"
-"$py" - <<'EOF'
+MARKER="$marker_so" "$py" - <<'EOF'
+import fsev
 from fsev import *
+fsev.BY = "handler:" + os.environ["MARKER"]    # its path, as given
 log = Log()
 h = connect()
 bad = lambda n: rnd(n // 2) + b"FORBIDDEN" + rnd(n - n // 2 - 9)
@@ -559,7 +610,8 @@ if nxt in OWNER:
     d = rnd(2048) + b"FORBIDDEN" + rnd(2048 - 9)
     second = OWNER[nxt][0]
     exp = expected(off, BS, deny=lambda n: errno.EPERM if n == second else 0)
-    assert [e["name"] for e in exp] == ["/a", second, "/a", second], exp
+    assert [e["name"] for e in exp] == ["/a", second], exp
+    assert [e.get("refused") for e in exp] == [None, True], exp
     fails(errno.EPERM, h.pwrite, d, off)
     compare(log.new(), exp, "marker: two files, the marker in the second")
 h.shutdown()
@@ -578,8 +630,10 @@ sort -n "$tmp/report.expected" | cmp - "$tmp/report.sorted" ||
 # marker.errno=13: EACCES in the log and for every handler; NBD has no
 # EACCES, so nbdkit sends it to the client as EINVAL.
 serve handler="$marker_so" marker.marker=FORBIDDEN marker.errno=13
-"$py" - <<'EOF'
+MARKER="$marker_so" "$py" - <<'EOF'
+import fsev
 from fsev import *
+fsev.BY = "handler:" + os.environ["MARKER"]
 log = Log()
 h = connect()
 fails(errno.EINVAL, h.pwrite, b"xxFORBIDDENxx", dev("/b", 0))
@@ -620,26 +674,21 @@ for t in threads: t.join()
 assert not errors, errors
 
 evs = Log().new()                   # every line JSON, seq 1, 2, ... N
-assert len(evs) == 2 * N * PER, len(evs)
-assert [e["seq"] for e in evs] == list(range(1, 2 * N * PER + 1))
-seen = {"before": collections.Counter(), "after": collections.Counter()}
-first = {}
+assert len(evs) == N * PER, len(evs)  # one line per write
+assert [e["seq"] for e in evs] == list(range(1, N * PER + 1))
+seen = collections.Counter()
 conns = collections.Counter()
 for e in evs:
     assert e["file"] == "/big" and e["ino"] == BIG.ino, e
     assert e["length"] == BS and e["position"] % BS == 0, e
     assert e["op"] == "write" and e["result"] == 0, e
-    seen[e["phase"]][e["position"]] += 1
-    if e["phase"] == "before":
-        first[e["position"]] = e["seq"]
-        conns[e["connection"]] += 1
-    else:
-        assert e["bytes_written"] == BS, e
-        assert first[e["position"]] < e["seq"], ("after before before", e)
+    assert e["phase"] == "after" and e["bytes_written"] == BS, e
+    assert "by" not in e, e
+    seen[e["position"]] += 1
+    conns[e["connection"]] += 1
 want = {lblk * BS for lblk in range(N * PER)}
-for phase in ("before", "after"):
-    assert set(seen[phase]) == want, phase
-    assert set(seen[phase].values()) == {1}, phase
+assert set(seen) == want
+assert set(seen.values()) == {1}
 assert sorted(conns.values()) == [PER] * N, conns
 # Did the connections really interleave?  (informative only)
 runs = sum(1 for a, b in zip(evs, evs[1:]) if a["connection"] != b["connection"])
@@ -676,6 +725,8 @@ refused ()
         fail "$name: stderr does not match /$regex/"
 }
 refused on-error 'on-handler-error=maybe: use deny or allow' on-handler-error=maybe
+refused log-phases 'log-phases=before: use after \(one line per event' \
+    log="$tmp/refused.jsonl" log-phases=before
 refused no-so 'handler=/nonexistent\.so: .*No such file' handler=/nonexistent.so
 refused not-handler "handler=.*nbdkit-fsevent-plugin\.so: not an fsevent handler" \
     handler="$plugin"

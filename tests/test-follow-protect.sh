@@ -10,7 +10,8 @@
 # commit block never reaches the image, the guest's journal aborts and
 # ext4 goes read-only: the guest must see an error (the command's
 # status, sync's, or the kernel's messages about its device), the log
-# must hold the veto (a before line with "error":"EPERM" of the right
+# must hold the veto (the refused event's line, one per event, with
+# "error":"EPERM", "by":"protect" and "refused":true, of the right
 # kind), and after the server stops debugfs must find both protected
 # files byte-identical with unchanged inodes, on the image as it is and
 # on a copy whose journal has been replayed (what the next mount sees).
@@ -110,7 +111,7 @@ secret2_ino="$(sed -n 's/^ino=\([0-9]*\) .*/\1/p' "$d/meta-secret2")"
 changed_how ()
 {
     echo "Allowed by the plugin (from the log):"
-    grep '"result":0' "$d/log" | grep -v '"phase":"after"' || :
+    grep '"result":0' "$d/log" || :
 }
 
 # unchanged IMG WHAT: both protected files byte-identical, same inode.
@@ -185,7 +186,15 @@ bad = [e for e in evs
        if (any(touches(e, p) for p in PROT) or e.get("ino") in (ino, ino2))
        and not atime_only(e) and e["result"] == 0]
 assert not bad, ("%s: a change to a protected file was allowed" % attempt, bad)
-vetoes = [e for e in evs if e["phase"] == "before" and e["result"] != 0]
+# One line per event (the after phase): a veto's lines say who vetoed,
+# and the event refused says so.
+assert all(e["phase"] == "after" for e in evs), "a before line"
+for e in evs:
+    if e["result"] != 0:
+        assert e.get("by") == "protect", ("failed, not by protect", e)
+    else:
+        assert "by" not in e and "refused" not in e, e
+vetoes = [e for e in evs if e.get("refused")]
 def above(e, p):                # a rename of a directory above P
     return e["event"] == "rename" and p.startswith(e["file"].rstrip("/") + "/")
 
@@ -222,13 +231,12 @@ if mode == "deny":
     for e in vetoes:
         print("veto:", json.dumps(e))
     hit = [e for e in vetoes if any(matches(e, s) for s in specs)]
-    assert hit, ("%s: no before line with EPERM on /etc/secret matching %s"
+    assert hit, ("%s: no refused line with EPERM on /etc/secret matching %s"
                  % (attempt, " or ".join(specs)))
-    # Every vetoed event has its after line with the veto as status.
-    for e in vetoes:
-        assert any(a["phase"] == "after" and a["event"] == e["event"] and
-                   a["ino"] == e["ino"] and a.get("error") == "EPERM"
-                   for a in evs), ("no after line for", e)
+    # A veto ends the transaction's before phase: one refused per commit.
+    seqs = [e["sequence"] for e in vetoes if "sequence" in e]
+    assert len(seqs) == len(set(seqs)), \
+        ("more than one event refused in a transaction", vetoes)
     print("VETOED", " ".join(sorted({e["event"] for e in vetoes})))
 elif mode == "read":
     assert not vetoes, ("%s: vetoes" % attempt, vetoes)

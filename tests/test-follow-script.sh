@@ -310,8 +310,11 @@ grep -Fx "after_rename /victim /deny-target $victim_ino 0 EPERM" "$rec" ||
     fail "run 2: no after_rename with STATUS EPERM"
 grep -E "denied /victim with EPERM: no renames there" "$d/nbdkit.err" ||
     fail "run 2: nbdkit did not report the script's denial"
-grep '"event":"rename","phase":"before","file":"/victim","new_file":"/deny-target".*"error":"EPERM"' "$d/log" ||
+# One line for the event: its outcome, who refused it, and that it was
+# the event refused.
+grep '"event":"rename","phase":"after","file":"/victim","new_file":"/deny-target".*"error":"EPERM","by":"script:'"$d/handler.sh"'","refused":true}' "$d/log" ||
     fail "run 2: the log has no vetoed rename"
+! grep '"phase":"before"' "$d/log" || fail "run 2: a before line without log-phases=both"
 # The image keeps the old name, as it is and after journal recovery.
 snapshot
 for i in "$img" "$d/snap.img"; do

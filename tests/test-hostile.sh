@@ -240,7 +240,8 @@ ino = int(sys.argv[2])
 for e in evs:
     if e.get("event") in ("write", "undecided", "unattributed") or e.get("result"):
         print("  log:", {k: e[k] for k in ("event", "phase", "file", "direction",
-                                           "error", "result", "reason") if k in e})
+                                           "error", "result", "by", "refused",
+                                           "reason") if k in e})
 assert any(e.get("event") == "write" and e.get("ino") == ino and
            e.get("phase") == "after" and e.get("result") == 0 for e in evs)
 EOF

@@ -548,23 +548,26 @@ for i in range(1, copies + 1):
 last = max(w[0] for w in W)
 print("LAST", last)
 
-# The log: every lock and unlock; no write to the file between a lock
-# (its after line) and its unlock (the before line).
+# The log (one line per event): every lock and unlock; no write to the
+# file between a lock and its unlock.  A write in flight when the lock
+# was asked for is logged before the lock's line (the lock waits until
+# every request in flight is done and logged); the writes it held back
+# are logged after the unlock's line (the unlock's events come before
+# the lock goes).
 evs = [json.loads(l) for l in open(logf)]
 assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1)), "seq"
+assert all(e.get("phase", "after") == "after" for e in evs), "a before line"
 granted = [e for e in evs if e["event"] == "lock" and e["phase"] == "after"
            and e["ino"] == ino and e["result"] == 0]
-unlocked = [e for e in evs if e["event"] == "unlock" and e["phase"] == "before"
+unlocked = [e for e in evs if e["event"] == "unlock" and e["phase"] == "after"
             and e["ino"] == ino]
 assert len(granted) == copies and len(unlocked) == copies, (len(granted), len(unlocked))
 wrong = []
 for g in granted:
     u = [e for e in unlocked if e["lock_id"] == g["lock_id"]]
     assert len(u) == 1, ("lock %d: unlock lines" % g["lock_id"], u)
-    # (A write decided before the lock, in flight then, may end inside.)
     inside = [e for e in evs if g["seq"] < e["seq"] < u[0]["seq"] and
-              e["event"] == "write" and e.get("ino") == ino and
-              e["phase"] == "before"]
+              e["event"] == "write" and e.get("ino") == ino]
     if inside:
         wrong.append("lock %d (seq %d..%d): %s" % (
             g["lock_id"], g["seq"], u[0]["seq"],
@@ -813,9 +816,9 @@ import json, sys
 evs = [json.loads(l) for l in open(sys.argv[1])]
 ino, lid = int(sys.argv[2]), int(sys.argv[3])
 u = [e["seq"] for e in evs if e["event"] == "unlock" and e.get("lock_id") == lid]
-w = [e["seq"] for e in evs if e["event"] == "write" and e["ino"] == ino and e["phase"] == "before"]
+w = [e["seq"] for e in evs if e["event"] == "write" and e["ino"] == ino]
 assert u and w, (u, w)
-print("unlock lines at seq %s, the released write's before line at seq %s" % (u, w))
+print("unlock lines at seq %s, the released write's line at seq %s" % (u, w))
 if min(w) < min(u):
     print("WRONG ORDER")
 EOF
@@ -830,17 +833,19 @@ fi
 stop_nbdkit "$g/pid"
 wait $nbdkit_pid || fail "case 5: nbdkit exited with status $?"
 nbdkit_pid=
-"$py" - "$log" "$ino_nolock" <<'EOF' || fail "case 5: the log"
+"$py" - "$log" "$ino_nolock" "$d/handler.sh" <<'EOF' || fail "case 5: the log"
 import json, sys
 evs = [json.loads(l) for l in open(sys.argv[1])]
 ino = int(sys.argv[2])
 mine = [e for e in evs if e.get("file") == "/data/nolock"]
 print(mine)
-assert [(e["event"], e["phase"], e["ino"], e["result"], e.get("error"), "lock_id" in e)
-        for e in mine] == [("lock", "before", ino, 1, "EPERM", False),
-                           ("lock", "after", ino, 1, "EPERM", False)], mine
+# One line: the lock's outcome, and who refused it.
+assert [(e["event"], e["phase"], e["ino"], e["result"], e.get("error"),
+         "lock_id" in e, e.get("by"), e.get("refused"))
+        for e in mine] == [("lock", "after", ino, 1, "EPERM", False,
+                            "script:" + sys.argv[3], True)], mine
 EOF
-passed "5 script refusal: fsevent-ctl exit 1 EPERM, no lock, handler args as documented, log before+after EPERM; slow before_unlock: $order5"
+passed "5 script refusal: fsevent-ctl exit 1 EPERM, no lock, handler args as documented, one log line EPERM by script:PATH; slow before_unlock: $order5"
 
 # ======================================================================
 # Case 6: lock-mode=fail.

@@ -298,6 +298,9 @@ DISK = os.environ.get("ORACLE") or os.environ["DISK"]
 PRISTINE = os.path.join(TMP, DISK + ".img")
 BS = 4096
 T0 = int(os.environ["T0"])
+# The server's log-phases=: after (the default, one line per event) or
+# both (a before line too).
+PHASES = os.environ.get("PHASES", "after")
 
 # --- Where the partitions are: sfdisk, never the plugin. ---
 def table(img):
@@ -408,7 +411,18 @@ def expected(off, length, op="write", deny=lambda n, path: 0):
             break
     after = [ev(*e["name"], e["position"], e["length"], "after", op, err,
                 0 if err else e["length"], e["devoff"]) for e in before]
+    if err:
+        # Who vetoed (only protect= does here), and the event refused.
+        for a in after:
+            a["by"] = "protect"
+        after[-1]["refused"] = True
     return before + after
+
+def logged(exp):
+    """The log lines of the events EXP (both phases, as the handlers
+    see them): the after lines, and with log-phases=both the before
+    lines too."""
+    return [x for x in exp if PHASES == "both" or x["phase"] == "after"]
 
 def pair(n, path, lblk, within, length, op="write", result=0):
     """The events of a request inside one block of one file."""
@@ -436,8 +450,16 @@ def check_line(e):
     keys = set(WRITE_KEYS)
     if e["phase"] == "after":
         keys.add("bytes_written")
+    else:
+        assert PHASES == "both", ("a before line", e)
     if e["result"]:
         keys.add("error")
+    if "by" in e:
+        assert e["phase"] == "after" and e["result"], e
+        keys.add("by")
+    if "refused" in e:
+        assert "by" in e and e["refused"] is True, e
+        keys.add("refused")
     if "paths" in e:
         keys.add("paths")
     assert set(e) == keys, ("keys", sorted(e), sorted(keys))
@@ -490,12 +512,13 @@ def show(got, exp):
                         + " " + "%d:%s" % x["name"] for x in exp))
 
 def compare(log, exp, what):
-    """The log's new write events are EXP exactly (and the handler saw
-    them with EXP's device offsets)."""
+    """The log's new write lines are those of the events EXP exactly (and
+    the handler saw them with EXP's device offsets)."""
     got = log.new()
-    msg = what + show(got, exp)
-    assert len(got) == len(exp), msg
-    for g, x in zip(got, exp):
+    lx = logged(exp)
+    msg = what + show(got, lx)
+    assert len(got) == len(lx), msg
+    for g, x in zip(got, lx):
         g2 = {k: v for k, v in g.items()
               if k not in ("seq", "time", "connection", "file", "paths")}
         x2 = {k: v for k, v in x.items() if k not in ("name", "devoff")}
@@ -776,16 +799,19 @@ for n in 2 3; do
 done
 
 # protect=N:FILE on the file the span touches in partition N: the whole
-# request fails and neither partition changes.
+# request fails and neither partition changes.  p3 with log-phases=both
+# (a before and an after line per event), p2 with one line per event.
 for n in 3 2; do
+    phases=after
+    [ $n = 2 ] || phases=both
     pfile="$(FILES="$GPT_FILES" DISK=gpt N=$n "$py" -c '
 import os
 from pt import *
 n = int(os.environ["N"])
 print(OWNER[(3, file_blocks(3)[0]) if n == 3 else (2, file_blocks(2)[-1])][0])')"
-    serve gpt "span-protect-$n" protect="$n:$pfile"
+    serve gpt "span-protect-$n" protect="$n:$pfile" log-phases=$phases
     cp --sparse=always "$IMG" "$tmp/before.img"
-    N=$n PFILE="$pfile" "$py" - <<'EOF'
+    PHASES=$phases N=$n PFILE="$pfile" "$py" - <<'EOF'
 from pt import *
 n, pfile = int(os.environ["N"]), os.environ["PFILE"]
 log = Log()
@@ -838,7 +864,7 @@ evs = log.new()
 exp = collections.Counter()
 for t in range(N):
     for n, path, lblk in jobs[t]:
-        for e in pair(n, path, lblk, 0, BS):
+        for e in logged(pair(n, path, lblk, 0, BS)):
             exp[json.dumps({k: v for k, v in e.items()
                             if k not in ("name", "devoff")}, sort_keys=True)] += 1
 got = collections.Counter(

@@ -8,7 +8,11 @@
 # the server stops (debugfs, on a journal-recovered copy), and be logged
 # with "would_deny":"EPERM" and result 0 -- in log=, in a watcher
 # (fsevent-ctl watch) and in a C handler's after phase (ABI 1.3
-# would_deny, a handler built here).  No line anywhere has a veto.
+# would_deny, a handler built here).  No line anywhere has a veto (no
+# error, no "by", no "refused").  log= writes one line per event (the
+# after phase); the watcher gets exactly the log's lines.  Two cases
+# run with log-phases=both: the before line carries would_deny too, and
+# the watcher gets the after lines only.
 
 source ./functions.sh
 set -x
@@ -111,6 +115,7 @@ attempt ()
     rm -f "$d/log" "$d/handler.out" "$d/watch" "$d/script.out"
     guest_name="$name" guest_up_with "" "$plugin" "$img" \
         protect=/etc/secret protect-mode=audit log="$d/log" \
+        ${phases:+log-phases=$phases} \
         control="$d/ctl" handler="$d/audit.so" audit.out="$d/handler.out" \
         script="$d/script.sh"
     "$ctl" "$d/ctl" watch > "$d/watch" & watch_pid=$!
@@ -143,9 +148,9 @@ attempt ()
         { cat "$d/script.out"; fail "$name: script= saw no FSEVENT_WOULD_DENY"; }
     ! grep -Eq "^after_[a-z_]+ /(data|etc/other)[^ ]* EPERM\$" "$d/script.out" ||
         fail "$name: FSEVENT_WOULD_DENY on an unprotected file"
-    "$py" - "$d/log" "$d/watch" "$d/handler.out" "$kind" <<'EOF' ||
+    "$py" - "$d/log" "$d/watch" "$d/handler.out" "$kind" "${phases:-after}" <<'EOF' ||
 import json, sys
-log, watch, hout, kind = sys.argv[1:5]
+log, watch, hout, kind, phases = sys.argv[1:6]
 L = [json.loads(l) for l in open(log)]
 W = [json.loads(l) for l in open(watch)]
 S = "/etc/secret"
@@ -153,7 +158,10 @@ def about(e):
     return S in (e.get("file"), e.get("new_file"), e.get("replaced")) or \
         (e["event"] == "rename" and S.startswith(e["file"].rstrip("/") + "/"))
 assert not [e for e in L if e.get("result", 0) != 0], "a veto in audit mode"
-for phase in ("before", "after"):
+assert not [e for e in L if "by" in e or "refused" in e], "a veto in audit mode"
+if phases == "after":
+    assert not [e for e in L if e.get("phase") == "before"], "a before line"
+for phase in ("before", "after") if phases == "both" else ("after",):
     hit = [e for e in L if e.get("phase") == phase and e["event"] == kind
            and about(e)]
     assert hit, "no %s %s line about %s" % (phase, kind, S)
@@ -164,6 +172,8 @@ for e in L:
         assert about(e) or e.get("ino") in [x.get("ino") for x in L if about(x)], e
 # The watcher: the log's decided lines, would_deny and all.
 assert W == [e for e in L if e.get("phase", "after") == "after"], "watch != log"
+if phases == "after":
+    assert W == L, "watch != log"
 # The handler's after phase saw it too (status 0).
 H = [l.split() for l in open(hout)]
 hk = "write" if kind == "write" else "change"
@@ -176,13 +186,13 @@ EOF
 
 S=/etc/secret
 stat_of () { debugfs -R "stat $1" "$r" 2>/dev/null; }
-attempt a-overwrite write \
+phases=both attempt a-overwrite write \
     'debugfs -R "cat $S" "$r" 2>/dev/null | head -c 4096 | cmp - "$d/new-block"' \
     "dd if='$d/new-block' of=.$S bs=4096 count=1 conv=notrunc oflag=direct"
 attempt b-append set_size 'stat_of $S | grep -q "Size: 6002"' "echo x >> .$S"
 attempt c-truncate set_size 'stat_of $S | grep -q "Size: 0$"' "truncate -s 0 .$S"
 attempt d-chmod set_attributes 'stat_of $S | grep -q "Mode:  0600"' "chmod 600 .$S"
-attempt g-rm delete '! debugfs -R "stat $S" "$r" 2>&1 | grep -q "^Inode:"' "rm .$S"
+phases=both attempt g-rm delete '! debugfs -R "stat $S" "$r" 2>&1 | grep -q "^Inode:"' "rm .$S"
 attempt i-mv-away rename \
     'stat_of /etc/moved | grep -q "Size: 6000" && ! stat_of $S | grep -q "^Inode:"' \
     "mv .$S ./etc/moved"

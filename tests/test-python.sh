@@ -214,15 +214,24 @@ grep -qx "lock lock before /a $ia 10 5 False False None" "$REC" ||
     fail "1: on_lock_file of /a not called as documented"
 grep -q "^unlock /a [1-9]" "$REC" || fail "1: on_unlock_file not called"
 # The log (written by log=, not by the handler) agrees.
-"$py" - <<'EOF' || fail "1: the log does not show the vetoes"
-import errno, json, os
+# One line per event (the after phase), a veto with "by":"python:PATH"
+# (PATH as given) and "refused":true.
+"$py" - "python:$d/veto.py" <<'EOF' || fail "1: the log does not show the vetoes"
+import errno, json, os, sys
+by = sys.argv[1]
 L = [json.loads(l) for l in open(os.environ["LOG"])]
-w = [(e["file"], e["position"], e.get("error")) for e in L
-     if e["event"] == "write" and e["phase"] == "before"]
-assert ("/secret/x", 0, "EPERM") in w and ("/a", 4096, "ENOSPC") in w, w
-assert ("/a", 4096, None) in w, w
-lk = [e for e in L if e["event"] == "lock" and e["phase"] == "after"]
-assert [e.get("error") for e in lk] == ["EPERM", None], lk
+assert all(e.get("phase", "after") == "after" for e in L), "a before line"
+w = [(e["file"], e["position"], e.get("error"), e.get("by"), e.get("refused"))
+     for e in L if e["event"] == "write"]
+assert len(w) == 4, w
+assert ("/secret/x", 0, "EPERM", by, True) in w, w
+assert ("/a", 4096, "ENOSPC", by, True) in w, w
+assert ("/a", 4096, None, None, None) in w, w
+assert ("/a", 8192, None, None, None) in w, w
+lk = [e for e in L if e["event"] == "lock"]
+assert all(e["phase"] == "after" for e in lk), lk
+assert [(e.get("error"), e.get("by"), e.get("refused")) for e in lk] == \
+    [("EPERM", by, True), (None, None, None)], lk
 EOF
 echo "1 vetoes: path EPERM, content ENOSPC, lock EPERM; zero events; params dead after the call: ok"
 
@@ -493,7 +502,7 @@ grep -qx close "$REC" || fail "6: close() did not run"
 debugfs -R "cat /f" "$IMG" 2>/dev/null | cmp - "$d/root/f" ||
     fail "6: the refused overwrite of /f reached the image"
 # audit.py's rows are exactly the after-lines of the log.
-"$py" - "$d/audit.db" <<'EOF' || fail "6: the audit database and the log differ"
+"$py" - "$d/audit.db" "$d/kveto.py" <<'EOF' || fail "6: the audit database and the log differ"
 import json, os, sqlite3, sys
 db = sqlite3.connect(sys.argv[1])
 rows = sorted(db.execute("SELECT event, file, coalesce(new_file, ''), ino, status, "
@@ -511,5 +520,10 @@ kinds = {r[0] for r in rows}
 assert {"create", "write", "rename", "delete"} <= kinds, kinds
 assert [r for r in rows if r[0] == "write" and r[1] == "/f" and r[4] == 1], \
     "no after-row with EPERM for the refused write to /f"
+# One line per event; the refused write names the python= handler.
+assert all(e.get("phase", "after") == "after" for e in L), "a before line"
+assert [e for e in L if e["event"] == "write" and e["file"] == "/f"
+        and e["result"] == 1 and e.get("by") == "python:" + sys.argv[2]
+        and e.get("refused") is True], "no refused write to /f by " + sys.argv[2]
 EOF
 echo "6 kernel mount: overwrite refused; file context released at the inode's delete; audit.db == log: ok"

@@ -147,9 +147,25 @@ class Log:
         return [json.loads(l) for l in data.decode().splitlines()]
 
 def results(evs):
-    """(phase, file, position, length, result) of each log line."""
-    return [(e["phase"], e["file"], e["position"], e["length"], e["result"])
-            for e in evs]
+    """(phase, file, position, length, result, by) of each log line.
+    Every request here has one event: a vetoed one's line names who
+    refused it ("by") and says it was the event refused."""
+    out = []
+    for e in evs:
+        if "by" in e:
+            assert e["phase"] == "after" and e["result"], e
+            assert e["refused"] is True, e
+        else:
+            assert "refused" not in e, e
+        out.append((e["phase"], e["file"], e["position"], e["length"],
+                    e["result"], e.get("by")))
+    return out
+
+def line(file, pos, n, result=0, script=None):
+    """The line of a one-event request (one line per event, the
+    default); SCRIPT (a name in $TMP) refused it if RESULT."""
+    by = "script:%s/%s" % (os.environ["TMP"], script) if result else None
+    return [("after", file, pos, n, result, by)]
 EOF
 
 # serve [plugin args]: a fresh image, log and record file.  nbdkit runs
@@ -174,7 +190,8 @@ serve ()
 
 # --- Exit 0: allow; what the script is given. -------------------------
 
-serve script="$tmp/record.sh"
+# With log-phases=both: a before and an after line per event.
+serve script="$tmp/record.sh" log-phases=both
 "$py" - <<'EOF'
 from fsev_sh import *
 h = connect()
@@ -200,8 +217,8 @@ assert got == [rec("before_write", first, BS, BS, A.ino, d, paths=paths),
                rec("after_write", first, BS, BS, A.ino, d, status=0,
                    paths=paths)], got
 assert on_image(dev(A, 1), BS) == d
-assert results(log.new()) == [("before", first, BS, BS, 0),
-                              ("after", first, BS, BS, 0)]
+assert results(log.new()) == [("before", first, BS, BS, 0, None),
+                              ("after", first, BS, BS, 0, None)]
 
 # 100 unaligned bytes at position 10 of /b.
 d = os.urandom(100)
@@ -275,10 +292,9 @@ for text, client, logged in (
     fails(client, h.pwrite, os.urandom(BS), dev(B, 0))
     same_image(before)
     evs = log.new()
-    assert results(evs) == [("before", "/b", 0, BS, logged),
-                            ("after", "/b", 0, BS, logged)], (text, evs)
+    assert results(evs) == line("/b", 0, BS, logged, "deny.sh"), (text, evs)
     assert evs[0]["error"] == errno.errorcode[logged], evs
-    assert evs[1]["bytes_written"] == 0, evs
+    assert evs[0]["bytes_written"] == 0, evs
     got = records()
     assert got == ["after_write /b 0 %d %d inplace %s" %
                    (BS, B.ino, errno.errorcode[logged])], (text, got)
@@ -301,21 +317,21 @@ status = os.environ["TMP"] + "/status"
 open(status, "w").write("3")
 fails(errno.EIO, h.pwrite, os.urandom(BS), dev(B, 0))
 same_image(before)
-assert results(log.new()) == [("before", "/b", 0, BS, errno.EIO),
-                              ("after", "/b", 0, BS, errno.EIO)]
+# A script that fails (on-handler-error=deny) refuses the event.
+assert results(log.new()) == line("/b", 0, BS, errno.EIO, "status.sh")
 assert records() == ["before_write", "after_write"]
 
 open(status, "w").write("kill")
 fails(errno.EIO, h.pwrite, os.urandom(BS), dev(B, 0))
 same_image(before)
-assert [r[4] for r in results(log.new())] == [errno.EIO, errno.EIO]
+assert results(log.new()) == line("/b", 0, BS, errno.EIO, "status.sh")
 records()
 
 open(status, "w").write("2")
 d = os.urandom(BS)
 h.pwrite(d, dev(B, 0))
 assert on_image(dev(B, 0), BS) == d
-assert results(log.new()) == [("before", "/b", 0, BS, 0), ("after", "/b", 0, BS, 0)]
+assert results(log.new()) == line("/b", 0, BS)
 assert records() == ["before_write", "after_write"]
 h.shutdown()
 print("ok: exit 2, 3 and a signal")
@@ -333,8 +349,7 @@ for s in ("3", "kill", "2"):
     d = os.urandom(BS)
     h.pwrite(d, dev(B, 0))
     assert on_image(dev(B, 0), BS) == d, s
-    assert results(log.new()) == [("before", "/b", 0, BS, 0),
-                                  ("after", "/b", 0, BS, 0)], s
+    assert results(log.new()) == line("/b", 0, BS), s
     assert records() == ["before_write", "after_write"], s
 h.shutdown()
 print("ok: on-handler-error=allow")
@@ -379,7 +394,7 @@ th.join()
 assert seen == [0], "the sleeper was not running during the write"
 assert 0.9 <= t <= 3.0, t
 r = 0 if allow else errno.EIO
-assert results(log.new()) == [("before", "/b", 0, BS, r), ("after", "/b", 0, BS, r)]
+assert results(log.new()) == line("/b", 0, BS, r, "hang.sh")
 if allow:
     assert on_image(dev(B, 0), BS) == d
 else:

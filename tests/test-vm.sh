@@ -239,10 +239,14 @@ def touches(e):
     return PROT in names(e) or e.get("new_file") == PROT or e.get("replaced") == PROT
 def atime_only(e):
     return e["event"] == "set_attributes" and set(e.get("changed", [])) <= {"atime"}
-vetoes = [e for e in files if e["phase"] == "before" and e["result"] != 0]
+# One line per event: a vetoed request's lines name the vetoer, and the
+# event refused says so.
+check(all(e["phase"] == "after" for e in files), "a before line without log-phases=both")
+vetoes = [e for e in files if e.get("refused")]
 for e in vetoes:
     print("veto:", json.dumps(e))
     check(e["result"] == 1 and e.get("error") == "EPERM", "a veto that is not EPERM: %s" % json.dumps(e))
+    check(e.get("by") == "protect", "a veto not by protect: %s" % json.dumps(e))
     check(touches(e), "a veto of something else than %s: %s" % (PROT, json.dumps(e)))
 check(any(touches(e) for e in vetoes), "no vetoed (EPERM) event of %s" % PROT)
 let = [e for e in files if touches(e) and e["result"] == 0 and not atime_only(e)]

@@ -2,9 +2,9 @@
 # tests/test-watch.sh: fsevent-ctl watch (WATCH on control=), driven by
 # libnbd raw writes to a bare ext4 image (debugfs says which blocks
 # belong to which file):
-#  1. Two watchers of everything (JSON) see exactly the log's decided
-#     lines (after phase, vetoes included), byte for byte, seq and all;
-#     before-phase lines never reach them.
+#  1. Two watchers of everything (JSON) see exactly the log's lines
+#     (one per event, after phase, vetoes included with "by" and
+#     "refused"), byte for byte, seq and all.
 #  2. Filters: --format=text --event write GLOB (only the protected
 #     file's writes, one short line each, EPERM), --event lock,unlock
 #     (only the lock events of an fsevent-ctl lock), --partition 1 on a
@@ -165,7 +165,10 @@ import json, sys
 d = sys.argv[1]
 log = [l for l in open(d + "/log.jsonl")]
 decided = [l for l in log if json.loads(l).get("phase") in ("after", None)]
-assert any(json.loads(l).get("phase") == "before" for l in log)
+# One line per event: the log holds no before lines, and the watchers
+# get every line of it.
+assert not any(json.loads(l).get("phase") == "before" for l in log)
+assert decided == log
 w1 = open(d + "/w1").readlines()
 w2 = open(d + "/w2").readlines()
 print(len(log), "log lines,", len(decided), "decided,", len(w1), "watched")
@@ -176,6 +179,12 @@ assert w1 == decided, "watcher 1 differs from the log's decided lines"
 assert w2 == decided, "watcher 2 differs from the log's decided lines"
 writes = [json.loads(l) for l in decided if json.loads(l)["event"] == "write"]
 assert len(writes) == 3000 + 10 + 20 + 1, len(writes)
+for e in writes:
+    if e["file"] == "/etc/passwd":
+        assert e["result"] == 1 and e["error"] == "EPERM", e
+        assert e["by"] == "protect" and e["refused"] is True, e
+    else:
+        assert e["result"] == 0 and "by" not in e and "refused" not in e, e
 
 text = open(d + "/wtext").read().splitlines()
 denied = [e for e in writes if e["file"] == "/etc/passwd"]
@@ -241,4 +250,6 @@ stop_nbdkit "$d/pid2"
 sleep 0.3
 n="$(grep -c '"phase":"after"' "$d/w3" || :)"
 [ "$n" = 6 ] || fail "without log=: $n after-events watched, expected 6"
+n="$(grep -c '"file":"/etc/passwd".*"error":"EPERM","by":"protect","refused":true}' "$d/w3" || :)"
+[ "$n" = 1 ] || fail "without log=: $n refused writes by protect watched, expected 1"
 echo OK
