@@ -68,13 +68,15 @@ enum fsev_update_result {
 };
 
 /* Update L for BLOCKS (filesystem block numbers, any order, repeats
- * fine) changing from OLD_VIEW to NEW_VIEW.
+ * fine) changing from OLD_VIEW to NEW_VIEW.  SCAN_SECONDS (0: no limit)
+ * is what a full scan costs: a transaction whose update would cost more
+ * (a big untar) is answered FSEV_UPDATE_RESCAN.
  */
 extern enum fsev_update_result
 fsev_update (struct fsev_layout *L, struct fsev_updater *u,
              const struct fsev_source *old_view,
              const struct fsev_source *new_view,
-             const uint64_t *blocks, size_t nblocks,
+             const uint64_t *blocks, size_t nblocks, double scan_seconds,
              struct fsev_update *up, char *why, size_t whylen);
 
 /* What fsev_diff_extra should add for INO. */

@@ -334,7 +334,9 @@ plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
     }
     if (!pr->rescan && vol->updater) {
       switch (fsev_update (vol->layout, vol->updater, &src_old, &src_new,
-                           pr->blocks, pr->nblocks, &p->up, msg, sizeof msg)) {
+                           pr->blocks, pr->nblocks,
+                           vol->layout->stats.build_seconds,
+                           &p->up, msg, sizeof msg)) {
       case FSEV_UPDATE_DONE:
         p->updated = true;
         A = p->up.before;
