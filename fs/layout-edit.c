@@ -7,6 +7,7 @@
  */
 #include <config.h>
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,7 @@ enum undo_kind {
 struct undo_op {
   enum undo_kind kind;
   bool had;                     /* U_INODE: a record existed */
+  size_t index;                 /* U_RUN_REMOVED: where it was */
   struct run run2;              /* U_RUN_REPLACED: the new run */
   union {
     struct run run;
@@ -86,11 +88,13 @@ same_run (const struct run *a, const struct run *b)
 }
 
 static int
-run_remove (struct fsev_layout *L, const struct run *r)
+run_remove (struct fsev_layout *L, const struct run *r, size_t *index)
 {
   for (size_t i = runs_lower (L, r->pblk);
        i < L->nruns && L->runs[i].pblk == r->pblk; i++)
     if (same_run (&L->runs[i], r)) {
+      if (index)
+        *index = i;
       memmove (&L->runs[i], &L->runs[i + 1],
                (L->nruns - i - 1) * sizeof *L->runs);
       memmove (&L->maxend[i], &L->maxend[i + 1],
@@ -102,10 +106,16 @@ run_remove (struct fsev_layout *L, const struct run *r)
   return 1;
 }
 
+/* Insert R after the runs that start where it does, or at AT (the place
+ * a rollback puts a removed run back, to keep the scan's order of runs
+ * that share a block) when AT is not SIZE_MAX.
+ */
 static int
-run_insert (struct fsev_layout *L, const struct run *r, bool check)
+run_insert_at (struct fsev_layout *L, const struct run *r, bool check,
+               size_t at)
 {
-  size_t i = runs_lower (L, r->pblk + 1);   /* after equal starts */
+  size_t i = at != SIZE_MAX && at <= L->nruns ? at
+    : runs_lower (L, r->pblk + 1);          /* after equal starts */
   if (check &&
       ((i > 0 && L->maxend[i - 1] > r->pblk) ||
        (i < L->nruns && L->runs[i].pblk < r->pblk + r->len)))
@@ -131,6 +141,12 @@ run_insert (struct fsev_layout *L, const struct run *r, bool check)
   return 0;
 }
 
+static int
+run_insert (struct fsev_layout *L, const struct run *r, bool check)
+{
+  return run_insert_at (L, r, check, SIZE_MAX);
+}
+
 int
 fsev_edit_run_remove (struct fsev_layout *L, const struct run *r,
                       struct fsev_undo *u)
@@ -138,9 +154,12 @@ fsev_edit_run_remove (struct fsev_layout *L, const struct run *r,
   struct undo_op op = { .kind = U_RUN_REMOVED, .run = *r };
   if (log_op (u, &op) == -1)
     return -1;
-  int ret = run_remove (L, r);
+  size_t index = 0;
+  int ret = run_remove (L, r, &index);
   if (ret && u)
     u->n--;
+  else if (u)
+    u->v[u->n - 1].index = index;
   return ret;
 }
 
@@ -323,7 +342,8 @@ fsev_edit_link (struct fsev_layout *L, bool add, uint32_t parent,
     };
     if (log_op (u, &op) == -1)
       return -1;
-    memcpy (N->pool + N->pool_len, name, len);
+    if (len)
+      memcpy (N->pool + N->pool_len, name, len);
     if (link_insert (N, &op.link) == -1) {
       if (u)
         u->n--;
@@ -438,13 +458,14 @@ fsev_undo_rollback (struct fsev_layout *L, struct fsev_undo *u)
   while (u->n > 0) {
     struct undo_op *op = &u->v[--u->n];
     switch (op->kind) {
-    case U_RUN_ADDED: run_remove (L, &op->run); break;
-    case U_RUN_REMOVED: run_insert (L, &op->run, false); break;
+    case U_RUN_ADDED: run_remove (L, &op->run, NULL); break;
+    case U_RUN_REMOVED: run_insert_at (L, &op->run, false, op->index); break;
     case U_RUN_REPLACED:
       if (run_replace (L, &op->run2, &op->run) != 0) {
         /* It fitted before: put it back the long way. */
-        run_remove (L, &op->run2);
-        run_insert (L, &op->run, false);
+        size_t at = SIZE_MAX;
+        run_remove (L, &op->run2, &at);
+        run_insert_at (L, &op->run, false, at);
       }
       break;
     case U_INODE:

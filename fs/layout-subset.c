@@ -84,7 +84,8 @@ fsev_layout_subset (const struct fsev_layout *L, const uint32_t *inos,
   uint32_t *sorted = malloc ((n ? n : 1) * sizeof *sorted);
   if (sorted == NULL)
     goto oom;
-  memcpy (sorted, inos, n * sizeof *sorted);
+  if (n)
+    memcpy (sorted, inos, n * sizeof *sorted);
   qsort (sorted, n, sizeof *sorted, cmp_u32);
   for (size_t i = 0; i < n; i++) {
     if (i && sorted[i] == sorted[i - 1])

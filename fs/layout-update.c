@@ -86,6 +86,18 @@ fsev_updater_open (const struct fsev_layout *L, const struct fsev_source *view,
     fsev_updater_close (u);
     return NULL;
   }
+  /* The scan skips inodes in blocks the bad-blocks inode lists; the
+   * update reads inode-table blocks directly and would not.  No current
+   * filesystem has such a list (badblocks is for floppies): follow one
+   * that does by scans.
+   */
+  struct ext2_inode bad;
+  if (ext2fs_read_inode (u->fs, EXT2_BAD_INO, &bad) != 0 || bad.i_blocks ||
+      memcmp (bad.i_block, (uint32_t[EXT2_N_BLOCKS]) { 0 }, sizeof bad.i_block) != 0) {
+    snprintf (err, errlen, "the filesystem has a bad-blocks list");
+    fsev_updater_close (u);
+    return NULL;
+  }
   ext2fs_free_inode_bitmap (u->fs->inode_map);
   ext2fs_free_block_bitmap (u->fs->block_map);
   u->fs->inode_map = NULL;
@@ -601,10 +613,12 @@ remap_inode (struct upd *d, uint32_t ino)
   bool same_rec = c->old.in_use == c->neu.in_use &&
     (!c->old.in_use || memcmp (&c->old.rec, &c->neu.rec, sizeof c->old.rec) == 0);
   bool same_map = same_runs (&c->old, &c->neu);
-  if ((ino == L->journal_ino || ino == EXT2_RESIZE_INO) &&
-      (!same_rec || !same_map)) {
-    rescan (d, "the %s inode changed",
-            ino == L->journal_ino ? "journal" : "resize");
+  if ((ino == L->journal_ino || ino == EXT2_RESIZE_INO || ino == EXT2_BAD_INO) &&
+      (!same_rec || !same_map ||
+       (ino == EXT2_BAD_INO && c->raw_old && c->raw_new &&
+        memcmp (c->raw_old, c->raw_new, L->inode_size) != 0))) {
+    rescan (d, "the %s inode changed", ino == EXT2_BAD_INO ? "bad-blocks"
+            : ino == L->journal_ino ? "journal" : "resize");
     return;
   }
   bool dir_a = c->old.in_use && c->old.is_dir;
@@ -766,7 +780,8 @@ cmp_entry_r (const void *a, const void *b, void *names)
 static void
 sort_entries (struct fsev_names *N, size_t from)
 {
-  qsort_r (N->links + from, N->nlinks - from, sizeof *N->links, cmp_entry_r, N);
+  if (N->nlinks - from > 1)
+    qsort_r (N->links + from, N->nlinks - from, sizeof *N->links, cmp_entry_r, N);
 }
 
 static bool
@@ -1089,7 +1104,8 @@ fsev_update (struct fsev_layout *L, struct fsev_updater *u,
   }
 
   /* 1. What the changed blocks lead to. */
-  memcpy (blks, blocks, nblocks * sizeof *blks);
+  if (nblocks)
+    memcpy (blks, blocks, nblocks * sizeof *blks);
   size_t nb = 0;
   for (size_t i = 0; i < nblocks; i++)
     if (blks[i] < L->fs_blocks)
@@ -1318,8 +1334,10 @@ fsev_extra_from_models (const struct fsev_layout *A, const struct fsev_layout *B
     free (va); free (vb); free (xa); free (xb);
     return -1;
   }
-  memcpy (xa, A->xattrs, A->nxattrs * sizeof *xa);
-  memcpy (xb, B->xattrs, B->nxattrs * sizeof *xb);
+  if (A->nxattrs)
+    memcpy (xa, A->xattrs, A->nxattrs * sizeof *xa);
+  if (B->nxattrs)
+    memcpy (xb, B->xattrs, B->nxattrs * sizeof *xb);
   qsort (xa, A->nxattrs, sizeof *xa, cmp_owner_ino);
   qsort (xb, B->nxattrs, sizeof *xb, cmp_owner_ino);
   size_t ixa = 0, ixb = 0;

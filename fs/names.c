@@ -39,7 +39,8 @@ names_add (struct fsev_names *names, uint32_t parent, uint32_t child,
     .child = child, .parent = parent,
     .name_off = (uint32_t) names->pool_len, .name_len = (uint32_t) len,
   };
-  memcpy (names->pool + names->pool_len, name, len);
+  if (len)
+    memcpy (names->pool + names->pool_len, name, len);
   names->pool_len += len;
   return 0;
 }

@@ -137,6 +137,34 @@ truncate -s 128K "$tmp/bare.img"
 mke2fs -q -F -t ext2 -b 1024 -N 16 "$tmp/bare.img" >/dev/null 2>&1 &&
     cp "$tmp/bare.img" "$out/partition/bare-ext2.img"
 
+# --- fuzz-update: the layout images, unpatched and with patches of an
+# inode's size, mode and link count and of an extent (see the target's
+# input format). ---
+mkdir -p "$out/update"
+for f in "$out"/layout/*; do
+    python3 - "$f" "$out/update/$(basename "$f")" <<'PY' || true
+import re, struct, subprocess, sys
+src, out = sys.argv[1], sys.argv[2]
+img = open(src, "rb").read()[:262144]
+sb = img[1024:2048]
+bs = 1024 << struct.unpack_from("<I", sb, 24)[0]
+isz = struct.unpack_from("<H", sb, 88)[0] or 128
+open(out + ".0", "wb").write(bytes([0]) + img)
+d = subprocess.run(["dumpe2fs", src], capture_output=True, text=True).stdout
+m = re.search(r"Inode table at (\d+)", d)
+if not m:
+    sys.exit(0)
+it = int(m.group(1))
+def patch(ino, field, data):
+    off = (ino - 1) * isz + field
+    return struct.pack("<HHB", it + off // bs, off % bs, len(data)) + data
+seeds = [patch(12, 4, b"\x10\x00"), patch(12, 0, b"\xff\x81"),
+         patch(2, 26, b"\x05\x00"), patch(12, 60, b"\x00\x00\x00\x00")]
+for i, p in enumerate(seeds):
+    open("%s.%d" % (out, i + 1), "wb").write(bytes([1]) + p + img)
+PY
+done
+
 # --- The e2fsprogs corpus, referenced at run time. ---
 if [ -n "$corpus" ] && [ -d "$corpus" ]; then
     mkdir -p "$out/e2fsprogs"
@@ -161,5 +189,5 @@ if [ -n "$corpus" ] && [ -d "$corpus" ]; then
         esac
     done
 fi
-echo "make-seeds: layout $(ls "$out/layout" | wc -l), jbd2 $(ls "$out/jbd2" | wc -l)," \
+echo "make-seeds: layout $(ls "$out/layout" | wc -l), update $(ls "$out/update" | wc -l), jbd2 $(ls "$out/jbd2" | wc -l)," \
      "partition $(ls "$out/partition" | wc -l)${corpus:+, e2fsprogs $(ls "$out/e2fsprogs" 2>/dev/null | wc -l)}"

@@ -335,7 +335,10 @@ plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
     if (!pr->rescan && vol->updater) {
       switch (fsev_update (vol->layout, vol->updater, &src_old, &src_new,
                            pr->blocks, pr->nblocks,
-                           vol->layout->stats.build_seconds,
+                           /* a scan of a small filesystem is cheap, but
+                              not free: its diff and extras cost too */
+                           vol->layout->stats.build_seconds > 0.01
+                           ? vol->layout->stats.build_seconds : 0.01,
                            &p->up, msg, sizeof msg)) {
       case FSEV_UPDATE_DONE:
         p->updated = true;

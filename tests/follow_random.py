@@ -579,11 +579,18 @@ def cmd_check(a):
             errs.append("log: %s event without a path: %s" % (e["event"], e))
             continue
         gone = False
+        # Within one transaction, unlink and delete name what they
+        # removed as it was named before the transaction (a delete
+        # comes after a rename of its directory in the same commit).
+        txn, p_txn = e.get("sequence"), p
         for later in evs[i + 1:]:
+            if later.get("sequence") != txn:
+                txn, p_txn = later.get("sequence"), p
             f0 = later.get("file") or ""
             if not f0:
                 continue
-            if later["event"] in ("unlink", "delete") and (p == f0 or p.startswith(f0 + "/")):
+            if later["event"] in ("unlink", "delete") and any(
+                    q == f0 or q.startswith(f0 + "/") for q in (p, p_txn)):
                 gone = True
                 break
             if later["event"] == "rename" and (p == f0 or p.startswith(f0 + "/")):

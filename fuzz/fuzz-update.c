@@ -1,0 +1,293 @@
+/* fuzz/fuzz-update.c: libFuzzer target for the commit-time model update
+ * (fs/layout-update.c, fs/layout-edit.c, fs/layout-subset.c, fs/diff.c):
+ * the engine's answer to "these blocks changed" must be what a fresh
+ * scan says, and a rollback must give back the model it started from.
+ *
+ * The input is a list of block patches, then an image (as fuzz-layout's:
+ * the head of a small ext2/3/4 image, zeros past it):
+ *
+ *   u8 n                      patches (at most 8 are used)
+ *   n x { u16 block, u16 offset, u8 len, len bytes }   little-endian
+ *   image
+ *
+ * The old view is the image, the new one the image with the patches
+ * applied; the changed blocks are the patched ones.  The model of the
+ * old view is built, updated in place (fsev_update), and then:
+ *   - if the update says it is done: a fresh build of the new view must
+ *     equal the updated model (runs, maxend, inode records, xattr
+ *     owners, names as sets); fsev_diff_extra on the update's two small
+ *     models must not fail;
+ *   - either way, after a rollback the model must equal a fresh build
+ *     of the old view.
+ * A difference aborts (a finding), as do the sanitizers' reports.
+ * FUZZ_UPDATE_DEBUG=1 in the environment says, for a replayed input,
+ * what the update answered and what differs.
+ */
+#include <config.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "diff.h"
+#include "layout-internal.h"
+#include "layout-update.h"
+#include "source.h"
+
+#define MAX_PATCHES 8
+#define MAX_DEVICE (64u << 20)
+
+struct patch {
+  uint64_t offset;
+  uint8_t len;
+  const uint8_t *bytes;
+};
+
+struct view {
+  const uint8_t *image;
+  size_t size;                  /* of the image part of the input */
+  uint64_t device_size;
+  const struct patch *p;        /* NULL: the old view */
+  unsigned np;
+};
+
+static int
+view_read (void *opaque, void *buf, size_t count, uint64_t offset)
+{
+  const struct view *v = opaque;
+  if (offset > v->device_size || count > v->device_size - offset)
+    abort ();                   /* source.h: never past SIZE */
+  size_t have = offset < v->size ? v->size - offset : 0;
+  if (have > count)
+    have = count;
+  if (have)
+    memcpy (buf, v->image + offset, have);
+  memset ((char *) buf + have, 0, count - have);
+  for (unsigned i = 0; v->p && i < v->np; i++) {
+    uint64_t s = v->p[i].offset, e = s + v->p[i].len;
+    uint64_t from = s > offset ? s : offset;
+    uint64_t to = e < offset + count ? e : offset + count;
+    if (from < to)
+      memcpy ((char *) buf + (from - offset), v->p[i].bytes + (from - s),
+              to - from);
+  }
+  return 0;
+}
+
+static void
+quiet (void *opaque, const char *msg)
+{
+  (void) opaque;
+  (void) msg;
+}
+
+static struct fsev_layout *
+build (struct view *v)
+{
+  char err[256];
+  struct fsev_source src = { .read = view_read, .opaque = v,
+                             .size = v->device_size };
+  struct fsev_build_options o = { .warn = quiet, .no_allocated_gaps = true };
+  return fsev_layout_build (&src, &o, err, sizeof err);
+}
+
+/* By child and parent; the names of one (child, parent) group are
+ * compared as a multiset below.
+ */
+static int
+cmp_link (const void *a, const void *b)
+{
+  const struct fsev_link *x = a, *y = b;
+  if (x->child != y->child)
+    return x->child < y->child ? -1 : 1;
+  return x->parent < y->parent ? -1 : x->parent > y->parent;
+}
+
+/* The names of A and B as sets of (child, parent, name), whatever order
+ * their links were added in.
+ */
+static bool
+same_names (const struct fsev_layout *A, const struct fsev_layout *B)
+{
+  if (A->names.nlinks != B->names.nlinks)
+    return false;
+  size_t n = A->names.nlinks;
+  struct fsev_link *a = malloc ((n ? n : 1) * sizeof *a);
+  struct fsev_link *b = malloc ((n ? n : 1) * sizeof *b);
+  if (a == NULL || b == NULL) {
+    free (a);
+    free (b);
+    return true;                /* no memory: nothing to say */
+  }
+  memcpy (a, A->names.links, n * sizeof *a);
+  memcpy (b, B->names.links, n * sizeof *b);
+  qsort (a, n, sizeof *a, cmp_link);
+  qsort (b, n, sizeof *b, cmp_link);
+  bool same = true;
+  for (size_t i = 0; i < n && same; i++) {
+    /* Links of one (child, parent) may come in any order: compare the
+     * group's names as multisets by trying every pairing.
+     */
+    size_t j = i;
+    while (j < n && a[j].child == a[i].child && a[j].parent == a[i].parent)
+      j++;
+    for (size_t k = i; k < j && same; k++) {
+      if (b[k].child != a[i].child || b[k].parent != a[i].parent) {
+        same = false;
+        break;
+      }
+      bool found = false;
+      for (size_t m = i; m < j && !found; m++)
+        found = a[k].name_len == b[m].name_len &&
+          memcmp (A->names.pool + a[k].name_off, B->names.pool + b[m].name_off,
+                  a[k].name_len) == 0;
+      same = found;
+    }
+    i = j - 1;
+  }
+  free (a);
+  free (b);
+  return same;
+}
+
+static bool
+same_model (const struct fsev_layout *A, const struct fsev_layout *B)
+{
+  bool dbg = getenv ("FUZZ_UPDATE_DEBUG") != NULL;
+  if (A->nruns != B->nruns || A->ninodes != B->ninodes ||
+      A->nxattrs != B->nxattrs) {
+    if (dbg) {
+      fprintf (stderr, "fuzz-update: counts: runs %zu/%zu inodes %zu/%zu "
+               "xattrs %zu/%zu\n", A->nruns, B->nruns, A->ninodes,
+               B->ninodes, A->nxattrs, B->nxattrs);
+      for (size_t i = 0, j = 0; i < A->ninodes || j < B->ninodes; ) {
+        uint32_t a = i < A->ninodes ? A->inodes[i].ino : UINT32_MAX;
+        uint32_t b = j < B->ninodes ? B->inodes[j].ino : UINT32_MAX;
+        if (a == b) { i++; j++; continue; }
+        fprintf (stderr, "  inode %u only in the %s\n", a < b ? a : b,
+                 a < b ? "model" : "scan");
+        if (a < b) i++; else j++;
+      }
+    }
+    return false;
+  }
+  for (size_t i = 0; i < A->nruns; i++)
+    if (memcmp (&A->runs[i], &B->runs[i], sizeof A->runs[i]) != 0 ||
+        A->maxend[i] != B->maxend[i]) {
+      if (dbg)
+        fprintf (stderr, "fuzz-update: run %zu: %llu+%u role %u owner %u aux %u "
+                 "flags %u / %llu+%u role %u owner %u aux %u flags %u; maxend "
+                 "%llu/%llu\n", i,
+                 (unsigned long long) A->runs[i].pblk, A->runs[i].len,
+                 A->runs[i].role, A->runs[i].owner, A->runs[i].aux,
+                 A->runs[i].flags, (unsigned long long) B->runs[i].pblk,
+                 B->runs[i].len, B->runs[i].role, B->runs[i].owner,
+                 B->runs[i].aux, B->runs[i].flags,
+                 (unsigned long long) A->maxend[i], (unsigned long long) B->maxend[i]);
+      return false;
+    }
+  if (A->ninodes &&
+      memcmp (A->inodes, B->inodes, A->ninodes * sizeof *A->inodes) != 0)
+    return false;
+  if (A->nxattrs &&
+      memcmp (A->xattrs, B->xattrs, A->nxattrs * sizeof *A->xattrs) != 0)
+    return false;
+  return same_names (A, B);
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  if (size < 1)
+    return 0;
+  unsigned n = data[0] % (MAX_PATCHES + 1);
+  size_t pos = 1;
+  struct patch p[MAX_PATCHES];
+  uint16_t blocks[MAX_PATCHES], offs[MAX_PATCHES];
+  unsigned np = 0;
+  for (unsigned i = 0; i < n; i++) {
+    if (pos + 5 > size)
+      return 0;
+    blocks[np] = (uint16_t) (data[pos] | data[pos + 1] << 8);
+    offs[np] = (uint16_t) (data[pos + 2] | data[pos + 3] << 8);
+    uint8_t len = data[pos + 4];
+    pos += 5;
+    if (pos + len > size)
+      return 0;
+    p[np] = (struct patch) { .len = len, .bytes = data + pos };
+    pos += len;
+    np++;
+  }
+  struct view old = { .image = data + pos, .size = size - pos };
+  if (old.size < 2048)
+    return 0;
+  /* The device: what the superblock says, bounded. */
+  const uint8_t *sb = old.image + 1024;
+  uint32_t log_bs = sb[24] | sb[25] << 8 | sb[26] << 16 | (uint32_t) sb[27] << 24;
+  uint32_t blocks_lo = sb[4] | sb[5] << 8 | sb[6] << 16 | (uint32_t) sb[7] << 24;
+  if (log_bs > 6)
+    return 0;
+  uint64_t bs = 1024u << log_bs, dev = (uint64_t) blocks_lo * bs;
+  if (dev > MAX_DEVICE)
+    return 0;
+  if (dev < old.size)
+    dev = old.size;
+  old.device_size = dev;
+  uint64_t changed[MAX_PATCHES];
+  for (unsigned i = 0; i < np; i++) {
+    p[i].offset = (uint64_t) blocks[i] * bs + offs[i] % bs;
+    if (p[i].offset + p[i].len > dev)
+      p[i].len = p[i].offset >= dev ? 0 : (uint8_t) (dev - p[i].offset);
+    changed[i] = p[i].offset / bs;
+  }
+  struct view neu = old;
+  neu.p = p;
+  neu.np = np;
+
+  struct fsev_layout *L = build (&old);
+  if (L == NULL) {
+    if (getenv ("FUZZ_UPDATE_DEBUG"))
+      fprintf (stderr, "fuzz-update: the old view does not build\n");
+    return 0;
+  }
+  char err[256];
+  struct fsev_source src_old = { .read = view_read, .opaque = &old, .size = dev };
+  struct fsev_source src_new = { .read = view_read, .opaque = &neu, .size = dev };
+  struct fsev_updater *u = fsev_updater_open (L, &src_old, err, sizeof err);
+  if (u == NULL) {
+    if (getenv ("FUZZ_UPDATE_DEBUG"))
+      fprintf (stderr, "fuzz-update: updater: %s\n", err);
+    fsev_layout_free (L);
+    return 0;
+  }
+  struct fsev_update up;
+  enum fsev_update_result r = fsev_update (L, u, &src_old, &src_new, changed,
+                                           np, 0, &up, err, sizeof err);
+  if (getenv ("FUZZ_UPDATE_DEBUG"))
+    fprintf (stderr, "fuzz-update: %u patches: %s%s\n", np,
+             r == FSEV_UPDATE_DONE ? "done" : r == FSEV_UPDATE_RESCAN ? "rescan: " : "no memory",
+             
+             r == FSEV_UPDATE_RESCAN ? err : ""); if (getenv ("FUZZ_UPDATE_DEBUG")) fprintf (stderr, "  blocks %zu inodes %zu dirs %zu undo %zu\n", up.blocks, up.inodes, up.dirs, up.undo.n);
+  if (r == FSEV_UPDATE_DONE) {
+    struct fsev_layout *F = build (&neu);
+    if (F && !same_model (L, F))
+      abort ();                 /* the update is not what a scan says */
+    fsev_layout_free (F);
+    struct fsev_change *ch;
+    ssize_t nch = fsev_diff (up.before, up.after, NULL, NULL, &ch);
+    if (nch > 0)
+      free (ch);
+    fsev_update_rollback (L, &up);
+  }
+  /* Rolled back (or never changed): the old model again. */
+  struct fsev_layout *O = build (&old);
+  if (O && !same_model (L, O))
+    abort ();
+  fsev_layout_free (O);
+  fsev_updater_close (u);
+  fsev_layout_free (L);
+  return 0;
+}
