@@ -1165,6 +1165,8 @@ fsev_update (struct fsev_layout *L, struct fsev_updater *u,
   }
   up->inodes = d.nic;
   up->dirs = d.dirs.n;
+  for (size_t i = 0; i < d.nic && i < 8; i++)
+    up->first_inos[i] = d.ic[i].ino;
   for (size_t i = 0; i < d.nic && !d.rescan && !d.oom; i++) {
     unsigned x = extra_changes (&d, &d.ic[i]);
     if (x == 0)

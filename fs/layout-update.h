@@ -59,6 +59,7 @@ struct fsev_update {
   size_t blocks;                /* changed blocks looked at */
   size_t inodes;                /* inodes re-mapped */
   size_t dirs;                  /* directories re-read */
+  uint32_t first_inos[8];       /* the first inodes re-mapped (debug) */
 };
 
 enum fsev_update_result {

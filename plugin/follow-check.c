@@ -78,9 +78,16 @@ model_differs (struct volume *vol, const struct fsev_layout *M,
                const struct fsev_layout *F)
 {
   static __thread char msg[256];
-  if (M->nruns != F->nruns)
-    return "the model's block runs differ from a fresh scan's (count)";
-  for (size_t i = 0; i < M->nruns; i++)
+  for (size_t i = 0; i < M->nruns || i < F->nruns; i++) {
+    if (i >= M->nruns || i >= F->nruns) {
+      const struct run *r = i < M->nruns ? &M->runs[i] : &F->runs[i];
+      snprintf (msg, sizeof msg, "the model has %zu block runs, a fresh scan "
+                "%zu; the %s has run %zu more: block %" PRIu64 "+%" PRIu32
+                " role %u owner %" PRIu32, M->nruns, F->nruns,
+                i < M->nruns ? "model" : "scan", i, r->pblk, r->len, r->role,
+                r->owner);
+      return msg;
+    }
     if (memcmp (&M->runs[i], &F->runs[i], sizeof M->runs[i]) != 0 ||
         M->maxend[i] != F->maxend[i]) {
       snprintf (msg, sizeof msg, "run %zu differs from a fresh scan's: block "
@@ -91,6 +98,7 @@ model_differs (struct volume *vol, const struct fsev_layout *M,
                 F->runs[i].role, F->runs[i].owner);
       return msg;
     }
+  }
   if (M->ninodes != F->ninodes)
     return "the model's inodes in use differ from a fresh scan's (count)";
   for (size_t i = 0; i < M->ninodes; i++)

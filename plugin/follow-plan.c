@@ -342,6 +342,14 @@ plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
                            &p->up, msg, sizeof msg)) {
       case FSEV_UPDATE_DONE:
         p->updated = true;
+        if (fsevent_debug_commit_timing)
+          VDEBUG (vol, "commit: %zu blocks changed, %zu inodes re-mapped "
+                  "(%u %u %u %u %u %u %u %u), %zu directories read",
+                  p->up.blocks, p->up.inodes, p->up.first_inos[0],
+                  p->up.first_inos[1], p->up.first_inos[2],
+                  p->up.first_inos[3], p->up.first_inos[4],
+                  p->up.first_inos[5], p->up.first_inos[6],
+                  p->up.first_inos[7], p->up.dirs);
         A = p->up.before;
         B = p->up.after;
         next = vol->layout;

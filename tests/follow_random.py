@@ -589,8 +589,11 @@ def cmd_check(a):
             f0 = later.get("file") or ""
             if not f0:
                 continue
+            # A delete removes every name the inode had ("paths": one
+            # commit may carry all its unlinks, as an ext2 flush does).
+            names = later.get("paths") or [f0] if later["event"] == "delete" else [f0]
             if later["event"] in ("unlink", "delete") and any(
-                    q == f0 or q.startswith(f0 + "/") for q in (p, p_txn)):
+                    q == n or q.startswith(n + "/") for q in (p, p_txn) for n in names):
                 gone = True
                 break
             if later["event"] == "rename" and (p == f0 or p.startswith(f0 + "/")):
