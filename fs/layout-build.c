@@ -759,6 +759,22 @@ map_allocated_gaps (struct builder *b)
   }
 }
 
+/* Does R continue P (the scan's rule for joining two runs)? */
+bool
+fsev_runs_join (const struct run *p, const struct run *r,
+                uint32_t inodes_per_block)
+{
+  uint64_t aux_step = p->role == FSEV_ROLE_INODE_TABLE
+    ? (uint64_t) p->len * inodes_per_block : p->len;
+  bool owner_ok = p->owner == r->owner ||
+    p->role == FSEV_ROLE_INODE_TABLE;       /* flex_bg: tables in a row */
+  return p->role == r->role && owner_ok &&
+    p->flags == (r->flags & ~RUN_EOF_PARTIAL) &&
+    p->pblk + p->len == r->pblk && (uint64_t) p->aux + aux_step == r->aux &&
+    (uint64_t) p->len + r->len <= UINT32_MAX / 2 &&
+    p->role != FSEV_ROLE_SUPERBLOCK && p->role != FSEV_ROLE_FREE;
+}
+
 /* Merge runs that continue each other.  RUNS must be sorted. */
 size_t
 fsev_merge_runs (struct run *runs, size_t n, uint32_t inodes_per_block)
@@ -767,22 +783,12 @@ fsev_merge_runs (struct run *runs, size_t n, uint32_t inodes_per_block)
 
   for (size_t i = 0; i < n; i++) {
     struct run *r = &runs[i];
-    if (out > 0) {
+    if (out > 0 && fsev_runs_join (&runs[out - 1], r, inodes_per_block)) {
       struct run *p = &runs[out - 1];
-      uint64_t aux_step = p->role == FSEV_ROLE_INODE_TABLE
-        ? (uint64_t) p->len * inodes_per_block : p->len;
-      bool owner_ok = p->owner == r->owner ||
-        p->role == FSEV_ROLE_INODE_TABLE;   /* flex_bg: tables in a row */
-      if (p->role == r->role && owner_ok &&
-          p->flags == (r->flags & ~RUN_EOF_PARTIAL) &&
-          p->pblk + p->len == r->pblk && (uint64_t) p->aux + aux_step == r->aux &&
-          (uint64_t) p->len + r->len <= UINT32_MAX / 2 &&
-          p->role != FSEV_ROLE_SUPERBLOCK && p->role != FSEV_ROLE_FREE) {
-        p->len += r->len;
-        p->flags = r->flags;
-        p->eof_bytes = r->eof_bytes;
-        continue;
-      }
+      p->len += r->len;
+      p->flags = r->flags;
+      p->eof_bytes = r->eof_bytes;
+      continue;
     }
     runs[out++] = *r;
   }

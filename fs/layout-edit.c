@@ -88,11 +88,19 @@ same_run (const struct run *a, const struct run *b)
 }
 
 static int
-run_remove (struct fsev_layout *L, const struct run *r, size_t *index)
+run_remove (struct fsev_layout *L, const struct run *r, size_t *index,
+            bool check)
 {
   for (size_t i = runs_lower (L, r->pblk);
        i < L->nruns && L->runs[i].pblk == r->pblk; i++)
     if (same_run (&L->runs[i], r)) {
+      /* Two runs it kept apart (a block claimed twice) would become
+       * neighbours that a scan joins into one: not an edit this model
+       * can make in place.
+       */
+      if (check && i > 0 && i + 1 < L->nruns &&
+          fsev_runs_join (&L->runs[i - 1], &L->runs[i + 1], L->inodes_per_block))
+        return 1;
       if (index)
         *index = i;
       memmove (&L->runs[i], &L->runs[i + 1],
@@ -155,7 +163,7 @@ fsev_edit_run_remove (struct fsev_layout *L, const struct run *r,
   if (log_op (u, &op) == -1)
     return -1;
   size_t index = 0;
-  int ret = run_remove (L, r, &index);
+  int ret = run_remove (L, r, &index, true);
   if (ret && u)
     u->n--;
   else if (u)
@@ -458,13 +466,13 @@ fsev_undo_rollback (struct fsev_layout *L, struct fsev_undo *u)
   while (u->n > 0) {
     struct undo_op *op = &u->v[--u->n];
     switch (op->kind) {
-    case U_RUN_ADDED: run_remove (L, &op->run, NULL); break;
+    case U_RUN_ADDED: run_remove (L, &op->run, NULL, false); break;
     case U_RUN_REMOVED: run_insert_at (L, &op->run, false, op->index); break;
     case U_RUN_REPLACED:
       if (run_replace (L, &op->run2, &op->run) != 0) {
         /* It fitted before: put it back the long way. */
         size_t at = SIZE_MAX;
-        run_remove (L, &op->run2, &at);
+        run_remove (L, &op->run2, &at, false);
         run_insert_at (L, &op->run, false, at);
       }
       break;

@@ -119,6 +119,9 @@ extern int fsev_map_one_inode (ext2_filsys fs, const struct fsev_layout *L,
 extern int fsev_dir_entries (ext2_filsys fs, const struct fsev_layout *L,
                              uint32_t dir, struct fsev_names *out);
 
+/* Does R continue P, so that a scan joins them into one run? */
+extern bool fsev_runs_join (const struct run *p, const struct run *r,
+                            uint32_t inodes_per_block);
 /* Merge runs that continue each other (sorted runs, the scan's rule). */
 extern size_t fsev_merge_runs (struct run *runs, size_t n,
                                uint32_t inodes_per_block);

@@ -111,23 +111,28 @@ model_differs (struct volume *vol, const struct fsev_layout *M,
       (M->nxattrs && memcmp (M->xattrs, F->xattrs,
                              M->nxattrs * sizeof *M->xattrs) != 0))
     return "the model's xattr block owners differ from a fresh scan's";
-  if (M->names.nlinks != F->names.nlinks)
-    return "the model's names differ from a fresh scan's (count)";
-  for (size_t i = 0; i < F->names.nlinks; i++) {
-    uint32_t ino = F->names.links[i].child;
-    if (i && F->names.links[i - 1].child == ino)
-      continue;
-    size_t la, lb;
-    char *a = names_key (M, ino, &la), *b = names_key (F, ino, &lb);
-    bool same = a && b && la == lb && memcmp (a, b, la) == 0;
-    free (a);
-    free (b);
-    if (!same) {
-      snprintf (msg, sizeof msg, "the names of inode %" PRIu32 " differ from "
-                "a fresh scan's", ino);
-      return msg;
+  /* Names, inode by inode, over the children either side has. */
+  for (int side = 0; side < 2; side++) {
+    const struct fsev_layout *X = side ? M : F;
+    for (size_t i = 0; i < X->names.nlinks; i++) {
+      uint32_t ino = X->names.links[i].child;
+      if (i && X->names.links[i - 1].child == ino)
+        continue;
+      size_t la, lb;
+      char *a = names_key (M, ino, &la), *b = names_key (F, ino, &lb);
+      bool same = a && b && la == lb && memcmp (a, b, la) == 0;
+      free (a);
+      free (b);
+      if (!same) {
+        snprintf (msg, sizeof msg, "the names of inode %" PRIu32 " differ "
+                  "from a fresh scan's (%u in the model, %u in the scan)", ino,
+                  names_count (&M->names, ino), names_count (&F->names, ino));
+        return msg;
+      }
     }
   }
+  if (M->names.nlinks != F->names.nlinks)
+    return "the model's names differ from a fresh scan's (count)";
   struct fsev_change *ch;
   ssize_t n = fsev_diff (M, F, follow_was_named, vol, &ch);
   if (n > 0)
