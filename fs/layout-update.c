@@ -972,7 +972,7 @@ static int
 apply (struct upd *d, struct fsev_undo *undo)
 {
   struct fsev_layout *L = d->L;
-  int r;
+  int r = 0;
   /* The common case first: as many runs after as before (a file that
    * grew inside its last extent, a truncation inside one): each new run
    * takes its old one's place, and nothing in the arrays moves.
@@ -982,6 +982,7 @@ apply (struct upd *d, struct fsev_undo *undo)
     if (same_runs (&c->old, &c->neu) || c->old.nruns != c->neu.nruns)
       continue;
     size_t i;
+    r = 0;
     for (i = 0; i < c->old.nruns; i++)
       if ((r = fsev_edit_run_replace (L, &c->old.runs[i], &c->neu.runs[i],
                                       undo)) != 0)
