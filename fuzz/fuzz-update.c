@@ -236,12 +236,15 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   if (dev < old.size)
     dev = old.size;
   old.device_size = dev;
-  uint64_t changed[MAX_PATCHES];
+  uint64_t changed[2 * MAX_PATCHES];   /* a patch may cross a block end */
+  unsigned nchanged = 0;
   for (unsigned i = 0; i < np; i++) {
     p[i].offset = (uint64_t) blocks[i] * bs + offs[i] % bs;
     if (p[i].offset + p[i].len > dev)
       p[i].len = p[i].offset >= dev ? 0 : (uint8_t) (dev - p[i].offset);
-    changed[i] = p[i].offset / bs;
+    changed[nchanged++] = p[i].offset / bs;
+    if (p[i].len && (p[i].offset + p[i].len - 1) / bs != p[i].offset / bs)
+      changed[nchanged++] = (p[i].offset + p[i].len - 1) / bs;
   }
   struct view neu = old;
   neu.p = p;
@@ -265,7 +268,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   }
   struct fsev_update up;
   enum fsev_update_result r = fsev_update (L, u, &src_old, &src_new, changed,
-                                           np, 0, &up, err, sizeof err);
+                                           nchanged, 0, &up, err, sizeof err);
   if (getenv ("FUZZ_UPDATE_DEBUG"))
     fprintf (stderr, "fuzz-update: %u patches: %s%s\n", np,
              r == FSEV_UPDATE_DONE ? "done" : r == FSEV_UPDATE_RESCAN ? "rescan: " : "no memory",
