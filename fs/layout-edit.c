@@ -319,7 +319,8 @@ link_find (const struct fsev_names *N, uint32_t parent, uint32_t child,
     const struct fsev_link *l = &N->links[i];
     if (l->child != child || l->parent != parent)
       break;
-    if (l->name_len == len && memcmp (N->pool + l->name_off, name, len) == 0)
+    if (l->name_len == len &&
+        (len == 0 || memcmp (N->pool + l->name_off, name, len) == 0))
       return i;
   }
   return N->nlinks;

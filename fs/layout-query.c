@@ -371,7 +371,9 @@ fsev_layout_names (const struct fsev_layout *L, uint32_t ino,
   for (unsigned i = 0; i < count && i < max; i++) {
     const struct fsev_link *l = names_link (&L->names, ino, i);
     out[i] = (struct fsev_name) {
-      .parent = l->parent, .name = L->names.pool + l->name_off,
+      .parent = l->parent,
+      /* An empty name (a hostile directory) may have no pool at all. */
+      .name = L->names.pool ? L->names.pool + l->name_off : "",
       .len = l->name_len,
     };
   }

@@ -117,7 +117,8 @@ fsev_layout_subset (const struct fsev_layout *L, const uint32_t *inos,
     for (unsigned k = 0; k < count; k++) {
       const struct fsev_link *l = names_link (&L->names, ino, k);
       if (names_add (&S->names, l->parent, l->child,
-                     L->names.pool + l->name_off, l->name_len) == -1)
+                     L->names.pool ? L->names.pool + l->name_off : "",
+                     l->name_len) == -1)
         goto oom;
       bool added;
       if (set_add (&names, l->parent, &added) == -1)

@@ -764,7 +764,7 @@ cmp_entry (const struct fsev_names *N, const struct fsev_link *x,
   if (x->child != y->child)
     return x->child < y->child ? -1 : 1;
   size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-  int r = memcmp (N->pool + x->name_off, N->pool + y->name_off, n);
+  int r = n ? memcmp (N->pool + x->name_off, N->pool + y->name_off, n) : 0;
   if (r)
     return r;
   return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
@@ -831,7 +831,7 @@ reread_dir (struct upd *d, uint32_t dir)
         c = x->child < y->child ? -1 : 1;
       else {
         size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-        c = memcmp (d->dold.pool + x->name_off, d->dnew.pool + y->name_off, n);
+        c = n ? memcmp (d->dold.pool + x->name_off, d->dnew.pool + y->name_off, n) : 0;
         if (c == 0)
           c = x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
       }
@@ -898,8 +898,8 @@ reachable (struct upd *d, uint32_t dir, bool after, struct u32s *visited,
         const struct link_change *c = &d->lc[j];
         gone = !c->add && c->child == dir && c->parent == l->parent &&
           c->len == l->name_len &&
-          memcmp (d->dold.pool + (uintptr_t) c->name,
-                  L->names.pool + l->name_off, c->len) == 0;
+          (c->len == 0 || memcmp (d->dold.pool + (uintptr_t) c->name,
+                                  L->names.pool + l->name_off, c->len) == 0);
       }
     if (!gone && reachable (d, l->parent, after, visited, depth + 1))
       return true;
@@ -1051,7 +1051,8 @@ apply (struct upd *d, struct fsev_undo *undo)
       struct link_change *l = &d->lc[k];
       if (l->add != (pass == 1))
         continue;
-      const char *name = (l->add ? d->dnew.pool : d->dold.pool) + (uintptr_t) l->name;
+      const char *pool = l->add ? d->dnew.pool : d->dold.pool;
+      const char *name = pool ? pool + (uintptr_t) l->name : "";
       if ((r = fsev_edit_link (L, l->add, l->parent, l->child, name, l->len,
                                undo)) != 0) {
         if (r > 0)

@@ -141,7 +141,8 @@ names_path (const struct fsev_names *names, uint32_t ino, unsigned n,
     if (pos < l->name_len + 1)
       return -1;
     pos -= l->name_len;
-    memcpy (buf + pos, names->pool + l->name_off, l->name_len);
+    if (l->name_len)
+      memcpy (buf + pos, names->pool + l->name_off, l->name_len);
     buf[--pos] = '/';
     if (l->parent == root)
       break;
