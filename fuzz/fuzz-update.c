@@ -157,6 +157,9 @@ static bool
 same_model (const struct fsev_layout *A, const struct fsev_layout *B)
 {
   bool dbg = getenv ("FUZZ_UPDATE_DEBUG") != NULL;
+  if (dbg && A->names.nlinks != B->names.nlinks)
+    fprintf (stderr, "fuzz-update: links %zu/%zu\n", A->names.nlinks,
+             B->names.nlinks);
   if (A->nruns != B->nruns || A->ninodes != B->ninodes ||
       A->nxattrs != B->nxattrs) {
     if (dbg) {
