@@ -273,10 +273,12 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   enum fsev_update_result r = fsev_update (L, u, &src_old, &src_new, changed,
                                            nchanged, 0, &up, err, sizeof err);
   if (getenv ("FUZZ_UPDATE_DEBUG"))
-    fprintf (stderr, "fuzz-update: %u patches: %s%s\n", np,
-             r == FSEV_UPDATE_DONE ? "done" : r == FSEV_UPDATE_RESCAN ? "rescan: " : "no memory",
-             
-             r == FSEV_UPDATE_RESCAN ? err : ""); if (getenv ("FUZZ_UPDATE_DEBUG")) fprintf (stderr, "  blocks %zu inodes %zu dirs %zu undo %zu\n", up.blocks, up.inodes, up.dirs, up.undo.n);
+    fprintf (stderr, "fuzz-update: %u patches: %s%s\n"
+             "  blocks %zu inodes %zu dirs %zu undo %zu\n", np,
+             r == FSEV_UPDATE_DONE ? "done"
+             : r == FSEV_UPDATE_RESCAN ? "rescan: " : "no memory",
+             r == FSEV_UPDATE_RESCAN ? err : "",
+             up.blocks, up.inodes, up.dirs, up.undo.n);
   if (r == FSEV_UPDATE_DONE) {
     struct fsev_layout *F = build (&neu);
     if (F && !same_model (L, F))
