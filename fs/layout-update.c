@@ -623,8 +623,15 @@ remap_inode (struct upd *d, uint32_t ino)
   }
   bool dir_a = c->old.in_use && c->old.is_dir;
   bool dir_b = c->neu.in_use && c->neu.is_dir;
+  /* What a directory lists depends on more of its inode than its runs:
+   * the extent header's fields, inline data, the flags.  Any change of
+   * its bytes means reading it again (a live directory whose inode
+   * changes almost always has a block in the transaction anyway).
+   */
+  bool same_raw = c->raw_old && c->raw_new &&
+    memcmp (c->raw_old, c->raw_new, L->inode_size) == 0;
   if ((dir_a || dir_b) &&
-      (dir_a != dir_b || !same_map ||
+      (dir_a != dir_b || !same_map || !same_raw ||
        (c->old.rec.flags & INLINE_DATA_FL) || (c->neu.rec.flags & INLINE_DATA_FL)))
     if (u32s_add (&d->dirs, ino) == -1)
       d->oom = true;
