@@ -1154,6 +1154,10 @@ fsev_update (struct fsev_layout *L, struct fsev_updater *u,
             "a scan is cheaper", d.cand.n, d.dirs.n);
   for (size_t i = 0; i < d.cand.n && !d.rescan && !d.oom; i++)
     remap_inode (&d, d.cand.v[i]);
+  /* Re-mapping adds directories (some already named by their blocks):
+   * one read each, or its entries would change twice.
+   */
+  u32s_sort_unique (&d.dirs);
   for (size_t i = 0; i < d.dirs.n && !d.rescan && !d.oom; i++)
     reread_dir (&d, d.dirs.v[i]);
   /* Records and names added or removed move the tail of their sorted
