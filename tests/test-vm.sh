@@ -3,9 +3,12 @@
 # initramfs) on a partitioned disk served by fsevent, with the guest's
 # own ext4 and virtio-blk drivers doing the writes.
 #
-# Variants (env VM_VARIANTS, default all three):
+# Variants (env VM_VARIANTS, default all four):
 #   gpt-plugin        GPT: 1 = EFI System (vfat, 32 MiB), 2 = Linux (ext4,
 #                     200 MiB); the fsevent plugin serves the raw disk
+#   gpt-python        the same, with a Python handler (python=
+#                     tests/vm_guard.py) instead of protect= (see below);
+#                     skipped when the plugin was built without Python
 #   mbr-plugin        MBR: 1 = vfat (type c), 2 = extended, 5 = logical
 #                     ext4; the fsevent plugin serves the raw disk
 #   gpt-filter-qcow2  the GPT disk as qcow2 served by qemu-nbd, with
@@ -36,6 +39,29 @@
 #     and renamed files with the right content and the removed ones gone
 #     (debugfs on the extracted partition, with its journal replayed);
 #     e2fsck -fn clean; the vfat partition bit for bit unchanged.
+#
+# gpt-python: tests/vm_guard.py vetoes (EPERM) every change to
+# /etc/protected.conf by path, as protect= would, and every write whose
+# data holds a marker string; it records each after-event it sees in a
+# file of its own (python.record=), its file context carrying its vetoes
+# from the before to the after callback and counting each inode's
+# events and names, its handle context counting a connection's bytes
+# per inode.  Its guest also makes /data/content.txt (two 4 KiB blocks,
+# committed by the syncs) and then overwrites it in place with O_DIRECT:
+# block 1 with other allowed text, then block 0 with the marker.  A
+# write to blocks that a file already owns is decided on the write
+# request itself, so that dd fails at once (EIO in the guest) and the
+# journal goes on; new data is decided at the journal commit that maps
+# it, where a veto would abort the journal, so the content veto is kept
+# to this deterministic case.  Checked besides the above (the vetoes now
+# "by":"python:.../vm_guard.py"): the log and the record both show
+# block 0's write refused and block 1's let through, in place; the
+# record passes the log's checks and matches the log's after-lines
+# event for event ("refused" included); per inode its events are
+# numbered 1, 2, ... (the file context lives across transactions), the
+# renamed files' contexts saw both names, and /data/delete-me.txt's
+# context goes when its inode is freed, before the protected file's
+# events; on the image block 0 is still the allowed text.
 #
 # Environment:
 #   VM_VARIANTS="gpt-plugin mbr-plugin"   run only these variants
@@ -96,7 +122,7 @@ esac
 [ "$server" = fsevent ] ||
     echo "NOTE: VM_SERVER=$server: plain servers, the event checks are skipped"
 
-all_variants="gpt-plugin mbr-plugin gpt-filter-qcow2"
+all_variants="gpt-plugin gpt-python mbr-plugin gpt-filter-qcow2"
 variants="${VM_VARIANTS:-$all_variants}"
 work="$(tmpdir)"
 keepdir=
@@ -130,12 +156,19 @@ mkdir -p "$expect"
 echo "hello from the guest" > "$expect/new.txt"
 seq 1 300000 | head -c 1049810 > "$expect/big.bin"
 { cat "$root/data/log.txt"; echo "appended by the guest"; } > "$expect/log.txt"
+# gpt-python's /data/content.txt: the guest writes v1 (8 KiB), then v2's
+# block over block 1 and the marker's over block 0 (refused by fsevent).
+marker=FORBIDDEN-CONTENT
+yes "allowed content v1" | head -c 8192 > "$work/content.v1"
+yes "allowed content v2" | head -c 4096 > "$work/content.v2"
+yes "$marker" | head -c 4096 > "$work/content.marker"
 
 # The guest's script (busybox sh -e): $1 the ext4 partition, $2 the vfat
-# one.  The protected file goes last: its veto ends the journal.
+# one, $3 a marker string for /data/content.txt's writes (gpt-python).
+# The protected file goes last: its veto ends the journal.
 guest="$work/guest.sh"
 cat > "$guest" <<'EOF'
-ext4="$1" vfat="${2:-}"
+ext4="$1" vfat="${2:-}" marker="${3:-}"
 echo "guest: ext4 on $ext4, vfat on ${vfat:-none}"
 ls -l /dev/vda*
 mkdir -p /mnt/vfat /mnt/ext4
@@ -148,6 +181,7 @@ mount -t ext4 "$ext4" /mnt/ext4
 cd /mnt/ext4
 cat etc/protected.conf > /dev/null
 echo "hello from the guest" > data/new.txt
+[ -z "$marker" ] || yes "allowed content v1" | head -c 8192 > data/content.txt
 seq 1 300000 | head -c 1049810 > data/big.bin
 sync -d data/big.bin
 echo "appended by the guest" >> data/log.txt
@@ -157,6 +191,17 @@ mv data/move-me.txt archive/moved.txt
 rm data/delete-me.txt
 sync -f .
 sync
+if [ -n "$marker" ]; then
+    # In place, each block one write request (O_DIRECT): v2's over
+    # block 1, then the marker's over block 0.
+    yes "allowed content v2" | head -c 4096 > /tmp/v2.blk
+    yes "$marker" | head -c 4096 > /tmp/marker.blk
+    dd if=/tmp/v2.blk of=data/content.txt bs=4096 seek=1 count=1 conv=notrunc oflag=direct
+    r=0
+    dd if=/tmp/marker.blk of=data/content.txt bs=4096 count=1 conv=notrunc oflag=direct || r=$?
+    echo "CONTENT-MARKER-DD=$r"
+    sync
+fi
 sha256sum data/new.txt data/big.bin data/log.txt data/new-name.txt archive/moved.txt
 echo "GUEST-WORKLOAD-DONE"
 # The protected file: the append itself only reaches the page cache; its
@@ -172,14 +217,20 @@ r=0; umount /mnt/ext4 || r=$?; echo "UMOUNT=$r"
 echo "GUEST-END"
 EOF
 
-# The log against what the guest did.
+# The log (or gpt-python's record) against what the guest did.  OPTIONS
+# (JSON): "by", who vetoes (default protect); "vetoed_writes" and
+# "inplace_writes", [FILE, POSITION, LENGTH] of in-place writes refused
+# by "by" and let through; "log": LOG, the file is vm_guard.py's record,
+# also checked against LOG's after-lines and for its contexts.
 cat > "$work/check_log.py" <<'EOF'
 import json, sys
 logf, part, sizes_json = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 sizes = json.loads(sizes_json)
+opts = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+BY = opts.get("by", "protect")
 PROT = "/etc/protected.conf"
 evs = [json.loads(l) for l in open(logf).read().splitlines() if l.strip()]
-print("log: %d lines" % len(evs))
+print("%s: %d lines" % ("record" if "log" in opts else "log", len(evs)))
 assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1)), "seq is not 1..N"
 errors = []
 def check(cond, msg):
@@ -243,14 +294,66 @@ def atime_only(e):
 # event refused says so.
 check(all(e["phase"] == "after" for e in files), "a before line without log-phases=both")
 vetoes = [e for e in files if e.get("refused")]
+def inplace(e, spec):
+    return (e["event"] == "write" and e.get("direction") == "inplace" and
+            [e["file"], e["position"], e["length"]] == spec)
+vetoed_writes = opts.get("vetoed_writes", [])
 for e in vetoes:
     print("veto:", json.dumps(e))
     check(e["result"] == 1 and e.get("error") == "EPERM", "a veto that is not EPERM: %s" % json.dumps(e))
-    check(e.get("by") == "protect", "a veto not by protect: %s" % json.dumps(e))
-    check(touches(e), "a veto of something else than %s: %s" % (PROT, json.dumps(e)))
+    check(e.get("by") == BY, "a veto not by %s: %s" % (BY, json.dumps(e)))
+    check(touches(e) or any(inplace(e, w) for w in vetoed_writes),
+          "a veto of something else than %s: %s" % (PROT, json.dumps(e)))
 check(any(touches(e) for e in vetoes), "no vetoed (EPERM) event of %s" % PROT)
 let = [e for e in files if touches(e) and e["result"] == 0 and not atime_only(e)]
 check(not let, "changes of %s let through: %s" % (PROT, [json.dumps(e) for e in let]))
+for w in vetoed_writes:
+    check([e for e in vetoes if inplace(e, w)], "no refused in-place write %s" % w)
+for w in opts.get("inplace_writes", []):
+    check([e for e in files if inplace(e, w) and ok_after(e)], "no in-place write %s let through" % w)
+
+if "log" in opts:
+    # vm_guard.py's record: the log's after-lines, event for event.
+    def key(e):
+        return (e["event"], e.get("file"), e.get("new_file"), e.get("replaced"), e["ino"],
+                e["partition"], e.get("position"), e.get("length"), e.get("direction"),
+                e.get("type"), e.get("size"), e["result"], bool(e.get("refused")))
+    log = [json.loads(l) for l in open(opts["log"]) if l.strip()]
+    mine = sorted(map(key, files))
+    theirs = sorted(key(e) for e in log if e.get("phase") == "after")
+    for k in sorted(set(mine) ^ set(theirs)):
+        print("only in the %s:" % ("record" if k in mine else "log"), k)
+    check(mine == theirs, "the record and the log's after-lines differ")
+    # The file context: each inode's events numbered 1, 2, ... until it
+    # goes (a "context" line saying how many it saw and under what names).
+    n, ctx = {}, {}
+    for e in evs:
+        i = (e.get("partition"), e.get("ino"))
+        if e["event"] == "context":
+            seen = n.pop(i, 0)
+            check(seen == e["events"], "context %s: %d events, not %d" % (i, e["events"], seen))
+            ctx.setdefault(e["names"][0] if e["names"] else "", []).append(e)
+        elif "phase" in e:
+            n[i] = n.get(i, 0) + 1
+            check(e["n"] == n[i], "event %d of inode %s numbered %d: %s" % (n[i], i, e["n"], json.dumps(e)))
+    check(not n, "file contexts never released: %s" % n)
+    for old, new in [("/data/old-name.txt", "/data/new-name.txt"), ("/data/move-me.txt", "/archive/moved.txt")]:
+        c = ctx.get(old, [])
+        print("context %s: %s" % (old, [x["names"] for x in c]))
+        check(len(c) == 1 and c[0]["names"] == [old, new], "the file context of %s did not see %s" % (old, new))
+    c = ctx.get("/data/delete-me.txt", [])
+    first_prot = min([e["seq"] for e in vetoes if touches(e)] or [0])
+    print("context /data/delete-me.txt: %s" % [(x["seq"], x["names"]) for x in c])
+    check(len(c) == 1 and c[0]["seq"] < first_prot,
+          "the file context of /data/delete-me.txt did not go when its inode was freed")
+    # The handle context: a connection's bytes written per inode.
+    total = {}
+    for e in files:
+        if e["event"] == "write":
+            i = (e["connection"], e["partition"], e["ino"])
+            total[i] = total.get(i, 0) + e["bytes_written"]
+            check(e["conn_bytes"] == total[i], "conn_bytes %d, not %d: %s" % (e["conn_bytes"], total[i], json.dumps(e)))
+    check(evs[-1]["event"] == "close", "the record does not end with close()")
 sys.exit(1 if errors else 0)
 EOF
 
@@ -302,6 +405,8 @@ run_variant ()
 {
     local v="$1" d="$2" extnum disk="$2/disk.img" log="$2/events.jsonl"
     local qcow='' qsock="$2/qsock" sock="$2/sock" g t0 t1 rc
+    # gpt-python: the handler, its record and the guest's marker.
+    local guard='' record="$2/record.jsonl" vmarker=''
     case "$v" in
         gpt-*) extnum=2 ;;
         mbr-*) extnum=5 ;;
@@ -316,6 +421,12 @@ run_variant ()
                 echo "SKIP: $v: the filter form is not built: $filter_so" >&2
                 return 77
             fi ;;
+        *-python)
+            if [ "$server" = fsevent ] && [ "$have_python" != yes ]; then
+                echo "SKIP: $v: python handlers were not built (no python3-embed)" >&2
+                return 77
+            fi
+            guard="$top_srcdir/tests/vm_guard.py" vmarker="$marker" ;;
     esac
 
     _cleanups=()
@@ -359,12 +470,17 @@ EOT
     # The servers.
     local nbdkit_args=()
     if [ "$server" = fsevent ]; then
+        # The vetoer: protect=, or gpt-python's handler in its stead.
+        local vetoer=(protect=/etc/protected.conf)
+        [ -z "$guard" ] ||
+            vetoer=(python="$guard" python.protect=/etc/protected.conf
+                    python.marker="$marker" python.record="$record")
         # shellcheck disable=SC2206
-        nbdkit_args=(log="$log" protect=/etc/protected.conf -D fsevent.check=1
+        nbdkit_args=(log="$log" "${vetoer[@]}" -D fsevent.check=1
                      ${VM_FSEVENT_ARGS:-})
     fi
     case "$v" in
-        *-plugin)
+        *-plugin|*-python)
             if [ "$server" = fsevent ]; then
                 serve "$sock" "$d/pid" "does the plugin serve partitioned disks?" \
                       "$plugin" "$disk" "${nbdkit_args[@]}"
@@ -394,7 +510,7 @@ EOT
     rc=0
     "$vm" --socket "$sock" --script "$guest" --console "$d/console" \
           --timeout 400 --mem 512 --cpus 1 -- "/dev/vda${extnum#0}" \
-          "$([ $extnum -eq 0 ] || echo /dev/vda1)" > "$d/guest.out" &
+          "$([ $extnum -eq 0 ] || echo /dev/vda1)" "$vmarker" > "$d/guest.out" &
     local vmpid=$!
     cleanup_fn "kill $vmpid 2>/dev/null; wait $vmpid 2>/dev/null"
     wait $vmpid || rc=$?
@@ -415,6 +531,8 @@ EOT
     fi
     ! grep -E "model check failed|MODEL CHECK FAILURES|AddressSanitizer|runtime error" \
          "$d/nbdkit.err" || fail "$v: nbdkit reported a model check failure or a crash"
+    [ -z "$guard" ] || ! grep -E "Traceback|kept past the callback|timed out" "$d/nbdkit.err" ||
+        fail "$v: the Python handler failed"
 
     # What the guest saw of the veto.
     local guest_err=
@@ -426,6 +544,16 @@ EOT
         [ -n "$guest_err" ] || fail "$v: the guest saw no error from the vetoed change"
     else
         [ -z "$guest_err" ] || fail "$v: the guest saw an error with a plain server: $guest_err"
+    fi
+    # gpt-python: the marker's in-place write refused on its request.
+    if [ -n "$vmarker" ]; then
+        g="$(sed -n 's/^CONTENT-MARKER-DD=//p' "$d/guest.out")"
+        echo "$v: the guest's dd of the marker exited ${g:-?}"
+        if [ "$server" = fsevent ]; then
+            case "$g" in ''|0) fail "$v: the marker's write was not refused" ;; esac
+        else
+            [ "$g" = 0 ] || fail "$v: the marker's write failed with a plain server"
+        fi
     fi
 
     # The vfat partition: untouched.
@@ -495,6 +623,16 @@ EOT
     absent /data/old-name.txt
     absent /data/move-me.txt
     absent /data/delete-me.txt
+    if [ -n "$vmarker" ]; then
+        # Block 0 as first written (fsevent) or the marker's (a plain
+        # server), block 1 the in-place rewrite.
+        got /data/content.txt
+        if [ "$server" = fsevent ]; then
+            cmp <(head -c 4096 "$work/content.v1"; cat "$work/content.v2") "$d/got"
+        else
+            cmp <(cat "$work/content.marker" "$work/content.v2") "$d/got"
+        fi || fail "$v: /data/content.txt is wrong"
+    fi
     echo "$v: image content as expected"
 
     # The log.
@@ -505,10 +643,27 @@ EOT
         new="$(stat -c %s "$expect/log.txt")"
         sizes="{\"/data/new.txt\": [0, $(stat -c %s "$expect/new.txt")],"
         sizes+=" \"/data/big.bin\": [0, $(stat -c %s "$expect/big.bin")],"
-        sizes+=" \"/data/log.txt\": [$old, $new]}"
-        "$py" "$work/check_log.py" "$log" $extnum "$sizes" > "$d/check.out" 2>&1 ||
+        sizes+=" \"/data/log.txt\": [$old, $new]"
+        local opts='{}' writes
+        if [ -n "$guard" ]; then
+            sizes+=", \"/data/content.txt\": [0, 8192]"
+            writes="\"vetoed_writes\": [[\"/data/content.txt\", 0, 4096]],"
+            writes+=" \"inplace_writes\": [[\"/data/content.txt\", 4096, 4096]]"
+            opts="{\"by\": \"python:$guard\", $writes}"
+        fi
+        sizes+="}"
+        "$py" "$work/check_log.py" "$log" $extnum "$sizes" "$opts" > "$d/check.out" 2>&1 ||
             { cat "$d/check.out"; fail "$v: the event log is wrong"; }
         sed 's/^/  log| /' "$d/check.out"
+        if [ -n "$guard" ]; then
+            # The handler's own record: the same checks, and the log's
+            # after-lines, and its contexts.
+            [ -s "$record" ] || fail "$v: the handler's record is empty"
+            opts="{\"by\": \"vm_guard\", \"log\": \"$log\", $writes}"
+            "$py" "$work/check_log.py" "$record" $extnum "$sizes" "$opts" > "$d/check-record.out" 2>&1 ||
+                { cat "$d/check-record.out"; fail "$v: the Python handler's record is wrong"; }
+            sed 's/^/  record| /' "$d/check-record.out"
+        fi
     else
         echo "$v: event checks skipped (VM_SERVER=$server)"
     fi
