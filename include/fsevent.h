@@ -95,7 +95,7 @@ struct fsevent_write {
    */
   void **file_context;
   /* Per (connection, inode); freed with free_handle_context when the
-   * connection closes.
+   * connection closes or the inode is freed (every connection's).
    */
   void **handle_context;
   const struct fsevent_handle_info *handle_info;

@@ -253,9 +253,17 @@ file_contexts_init (void)
   table_init (&file_contexts);
 }
 
+/* Every connection's handle contexts, listed so that a freed inode
+ * releases its contexts in all of them: a QEMU guest keeps one NBD
+ * connection for its whole life, and a reused inode number must not
+ * inherit a deleted file's context.
+ */
 struct conn_contexts {
   struct ctx_table t;
+  struct conn_contexts *prev, *next;
 };
+static pthread_mutex_t conns_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct conn_contexts *conns;
 
 static struct ctx_entry *
 ctx_get (struct ctx_table *t, uint64_t key)
@@ -308,8 +316,15 @@ struct conn_contexts *
 conn_contexts_new (void)
 {
   struct conn_contexts *cc = calloc (1, sizeof *cc);
-  if (cc)
-    table_init (&cc->t);
+  if (cc == NULL)
+    return NULL;
+  table_init (&cc->t);
+  pthread_mutex_lock (&conns_lock);
+  cc->next = conns;
+  if (conns)
+    conns->prev = cc;
+  conns = cc;
+  pthread_mutex_unlock (&conns_lock);
   return cc;
 }
 
@@ -318,6 +333,14 @@ conn_contexts_free (struct conn_contexts *cc)
 {
   if (cc == NULL)
     return;
+  pthread_mutex_lock (&conns_lock);
+  if (cc->prev)
+    cc->prev->next = cc->next;
+  else
+    conns = cc->next;
+  if (cc->next)
+    cc->next->prev = cc->prev;
+  pthread_mutex_unlock (&conns_lock);
   ctx_free_all (&cc->t, false);
   for (size_t i = 0; i < LOCKS; i++)
     pthread_mutex_destroy (&cc->t.lock[i]);
@@ -564,14 +587,12 @@ handlers_lock (struct fsevent_lock *ev, bool unlock)
   ev->handle_context = NULL;
 }
 
-void
-handlers_inode_freed (unsigned partition, uint32_t ino)
+/* Take KEY's entry out of T and free its contexts (FILE: file
+ * contexts, else handle contexts).
+ */
+static void
+ctx_drop (struct ctx_table *t, uint64_t key, bool file)
 {
-  if (nloaded == 0)
-    return;
-  pthread_once (&file_contexts_once, file_contexts_init);
-  struct ctx_table *t = &file_contexts;
-  const uint64_t key = KEY (partition, ino);
   pthread_mutex_t *lock = &t->lock[key % BUCKETS % LOCKS];
   pthread_mutex_lock (lock);
   struct ctx_entry **p = &t->bucket[key % BUCKETS], *e;
@@ -582,13 +603,35 @@ handlers_inode_freed (unsigned partition, uint32_t ino)
   pthread_mutex_unlock (lock);
   if (e == NULL)
     return;
-  for (size_t h = 0; h < nhandlers; h++)
-    if (e->slot[h] && HAS (&handlers[h], free_file_context)) {
-      SELF (&handlers[h]);
-      handlers[h].h->free_file_context (e->slot[h], ino);
-    }
+  for (size_t h = 0; h < nhandlers; h++) {
+    if (e->slot[h] == NULL)
+      continue;
+    SELF (&handlers[h]);
+    if (file && HAS (&handlers[h], free_file_context))
+      handlers[h].h->free_file_context (e->slot[h], KEY_INO (key));
+    else if (!file && HAS (&handlers[h], free_handle_context))
+      handlers[h].h->free_handle_context (e->slot[h], KEY_INO (key));
+  }
   pthread_mutex_destroy (&e->lock);
   free (e);
+}
+
+/* Called at the commit that frees the inode (the model held
+ * exclusively: no write of any connection is using a context then).
+ * Handle contexts go first, then the file context.
+ */
+void
+handlers_inode_freed (unsigned partition, uint32_t ino)
+{
+  if (nloaded == 0)
+    return;
+  pthread_once (&file_contexts_once, file_contexts_init);
+  const uint64_t key = KEY (partition, ino);
+  pthread_mutex_lock (&conns_lock);
+  for (struct conn_contexts *cc = conns; cc; cc = cc->next)
+    ctx_drop (&cc->t, key, false);
+  pthread_mutex_unlock (&conns_lock);
+  ctx_drop (&file_contexts, key, true);
 }
 
 bool

@@ -20,8 +20,9 @@
 #  5. The examples: ransomware_guard.py, marker.py (raw NBD writes);
 #     and the filter form (fsevent-python=) over the file plugin.
 #  6. A kernel mount (nbdfuse + loop): the guest's in-place overwrite
-#     of a file refused (the image unchanged, by debugfs); a context goes
-#     when its inode is freed (rm + sync); examples/audit.py's SQLite rows
+#     of a file refused (the image unchanged, by debugfs); its handle and
+#     file contexts go when its inode is freed (rm + sync);
+#     examples/audit.py's SQLite rows
 #     match the after-lines of log= exactly.
 
 source ./functions.sh
@@ -493,6 +494,13 @@ rm "$mnt/k"
 sync
 wait_line "del file $ik 0 1" ||
     fail "6: the file context of /k was not released when its inode was freed"
+# Its handle context too (the guest's one connection is still open),
+# and before the file context.
+grep -nE "^del (handle $ik [0-9]+ [1-9][0-9]*|file $ik 0 1)\$" "$REC" > "$d/dels" || :
+[ "$(cut -d' ' -f2 "$d/dels" | tr '\n' ' ')" = "handle file " ] || {
+    cat "$REC"
+    fail "6: the handle context of /k was not released (before its file context) when its inode was freed"
+}
 grep -qx "deleted /k $ik" "$REC" || fail "6: no delete event"
 ! grep -qx close "$REC" || fail "6: close() ran already"
 guest_down
@@ -526,4 +534,4 @@ assert [e for e in L if e["event"] == "write" and e["file"] == "/f"
         and e["result"] == 1 and e.get("by") == "python:" + sys.argv[2]
         and e.get("refused") is True], "no refused write to /f by " + sys.argv[2]
 EOF
-echo "6 kernel mount: overwrite refused; file context released at the inode's delete; audit.db == log: ok"
+echo "6 kernel mount: overwrite refused; handle and file contexts released at the inode's delete; audit.db == log: ok"
