@@ -6,7 +6,7 @@
  * The input is a list of block patches, then an image (as fuzz-layout's:
  * the head of a small ext2/3/4 image, zeros past it):
  *
- *   u8 n                      patches (at most 8 are used)
+ *   u8 n                      patches (n % 33 of them are used)
  *   n x { u16 block, u16 offset, u8 len, len bytes }   little-endian
  *   image
  *
@@ -15,8 +15,11 @@
  * old view is built, updated in place (fsev_update), and then:
  *   - if the update says it is done: a fresh build of the new view must
  *     equal the updated model (runs, maxend, inode records, xattr
- *     owners, names as sets); fsev_diff_extra on the update's two small
- *     models must not fail;
+ *     owners, names as sets), and the events of fsev_diff on the
+ *     update's two small models must be those of fsev_diff between
+ *     fresh builds of the two views, in order (kinds, inodes, names,
+ *     replaced inodes, attribute bits but the block and xattr ones,
+ *     which the update finds by reading the inodes);
  *   - either way, after a rollback the model must equal a fresh build
  *     of the old view.
  * A difference aborts (a finding), as do the sanitizers' reports.
@@ -37,7 +40,7 @@
 #include "layout-update.h"
 #include "source.h"
 
-#define MAX_PATCHES 8
+#define MAX_PATCHES 32
 #define MAX_DEVICE (64u << 20)
 
 struct patch {
@@ -201,6 +204,127 @@ same_model (const struct fsev_layout *A, const struct fsev_layout *B)
   return same_names (A, B);
 }
 
+/* --- The events: the delta's against a whole diff. --- */
+
+/* What an event says, with paths rather than link indexes (the small
+ * models and the whole ones number their names differently).  The
+ * block and xattr bits are left out: the commit-time update finds
+ * them by reading the inodes, a whole diff from the runs (the plugin
+ * documents the difference).
+ */
+#define PATH_MAX_LEN 1024
+
+struct said {
+  int kind;
+  uint32_t ino, replaced;
+  unsigned changed;
+  bool reused;
+  char old_path[PATH_MAX_LEN], new_path[PATH_MAX_LEN];   /* "": none */
+};
+
+static void
+path_of (const struct fsev_layout *M, uint32_t ino, int link, char *buf)
+{
+  buf[0] = 0;
+  if (link >= 0 && fsev_layout_path (M, ino, link, buf, PATH_MAX_LEN) <= 0)
+    strcpy (buf, "?");
+}
+
+static size_t
+said_of (const struct fsev_layout *A, const struct fsev_layout *B,
+         const struct fsev_change *ch, size_t n, struct said *out)
+{
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned changed = ch[i].changed & ~(FSEV_ATTR_BLOCKS | FSEV_ATTR_XATTR);
+    if (ch[i].kind == FSEV_SET_ATTRIBUTES && changed == 0)
+      continue;
+    struct said *s = &out[k++];
+    s->kind = ch[i].kind, s->ino = ch[i].ino, s->replaced = ch[i].replaced_ino;
+    s->changed = changed, s->reused = ch[i].reused;
+    path_of (A, ch[i].ino, ch[i].old_link, s->old_path);
+    path_of (B, ch[i].ino, ch[i].new_link, s->new_path);
+  }
+  return k;
+}
+
+/* Is PATH a path of INO in M? */
+static bool
+has_path (const struct fsev_layout *M, uint32_t ino, const char *path)
+{
+  char buf[PATH_MAX_LEN];
+  int n = fsev_layout_path (M, ino, 0, buf, sizeof buf);
+  for (int i = 0; i < n; i++)
+    if (fsev_layout_path (M, ino, i, buf, sizeof buf) > 0 &&
+        strcmp (buf, path) == 0)
+      return true;
+  return false;
+}
+
+/* X (the delta's) says what Y (the whole diff's) says.  An inode with
+ * several names may be named by another of them (which one is the
+ * first depends on the model's order): any path it has on that side
+ * will do.
+ */
+static bool
+same_said (const struct said *x, const struct said *y,
+           const struct fsev_layout *O, const struct fsev_layout *F)
+{
+  if (x->kind != y->kind || x->ino != y->ino || x->replaced != y->replaced ||
+      x->changed != y->changed || x->reused != y->reused ||
+      !x->old_path[0] != !y->old_path[0] || !x->new_path[0] != !y->new_path[0])
+    return false;
+  return (strcmp (x->old_path, y->old_path) == 0 ||
+          has_path (O, x->ino, x->old_path)) &&
+    (strcmp (x->new_path, y->new_path) == 0 ||
+     has_path (F, x->ino, x->new_path));
+}
+
+static void
+show_said (const char *who, const struct said *s)
+{
+  fprintf (stderr, "  %s: kind %d ino %u \"%s\" -> \"%s\" replaced %u "
+           "changed %#x%s\n", who, s->kind, s->ino, s->old_path, s->new_path,
+           s->replaced, s->changed, s->reused ? " reused" : "");
+}
+
+/* The events of the delta (the small models) must be those of a whole
+ * diff between fresh scans of the two views, in the same order.
+ */
+static bool
+same_events (const struct fsev_layout *A, const struct fsev_layout *B,
+             const struct fsev_layout *O, const struct fsev_layout *F)
+{
+  struct fsev_change *cd = NULL, *cf = NULL;
+  ssize_t nd = fsev_diff (A, B, NULL, NULL, &cd);
+  ssize_t nf = fsev_diff (O, F, NULL, NULL, &cf);
+  bool same = true;
+  if (nd >= 0 && nf >= 0) {
+    struct said *sd = calloc (nd + 1, sizeof *sd), *sf = calloc (nf + 1, sizeof *sf);
+    if (sd && sf) {
+      size_t kd = said_of (A, B, cd, nd, sd), kf = said_of (O, F, cf, nf, sf);
+      same = kd == kf;
+      for (size_t i = 0; same && i < kd; i++)
+        same = same_said (&sd[i], &sf[i], O, F);
+      if (!same && getenv ("FUZZ_UPDATE_DEBUG")) {
+        fprintf (stderr, "fuzz-update: events: %zu from the delta, %zu from "
+                 "a whole diff\n", kd, kf);
+        for (size_t i = 0; i < kd; i++)
+          show_said ("delta", &sd[i]);
+        for (size_t i = 0; i < kf; i++)
+          show_said ("whole", &sf[i]);
+      }
+    }
+    free (sd);
+    free (sf);
+  }
+  if (nd > 0)
+    free (cd);
+  if (nf > 0)
+    free (cf);
+  return same;
+}
+
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
@@ -283,11 +407,11 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     struct fsev_layout *F = build (&neu);
     if (F && !same_model (L, F))
       abort ();                 /* the update is not what a scan says */
+    struct fsev_layout *O = F ? build (&old) : NULL;
+    if (O && !same_events (up.before, up.after, O, F))
+      abort ();                 /* the delta's events are not a diff's */
+    fsev_layout_free (O);
     fsev_layout_free (F);
-    struct fsev_change *ch;
-    ssize_t nch = fsev_diff (up.before, up.after, NULL, NULL, &ch);
-    if (nch > 0)
-      free (ch);
     fsev_update_rollback (L, &up);
   }
   /* Rolled back (or never changed): the old model again. */

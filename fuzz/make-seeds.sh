@@ -162,6 +162,51 @@ seeds = [patch(12, 4, b"\x10\x00"), patch(12, 0, b"\xff\x81"),
          patch(2, 26, b"\x05\x00"), patch(12, 60, b"\x00\x00\x00\x00")]
 for i, p in enumerate(seeds):
     open("%s.%d" % (out, i + 1), "wb").write(bytes([1]) + p + img)
+
+# Real changes: what debugfs writes for a mkdir, a new file, a symlink,
+# a hard link and an unlink, as patches (when they fit the format: at
+# most 32 patches of at most 255 bytes, blocks below 65536), so that the
+# fuzzer starts from transactions a kernel could commit.
+import os, tempfile
+full = open(src, "rb").read()
+with tempfile.TemporaryDirectory() as t:
+    data = os.path.join(t, "data")
+    open(data, "wb").write(b"seed data\n" * 20)
+    ops = [["mkdir /seed-dir"], ["write %s /seed-file" % data],
+           ["symlink /seed-link /seed-target"],
+           ["mkdir /seed-dir", "ln /seed-dir /seed-dir/again"],
+           ["write %s /seed-file" % data, "ln /seed-file /seed-link2",
+            "unlink /seed-file"]]
+    for k, op in enumerate(ops):
+        cp = os.path.join(t, "copy.img")
+        open(cp, "wb").write(full)
+        r = subprocess.run(["debugfs", "-w", "-f", "-", cp], input="\n".join(op) + "\n",
+                           capture_output=True, text=True)
+        after = open(cp, "rb").read()
+        if r.returncode != 0 or len(after) != len(full) or after == full:
+            continue
+        runs, i, n = [], 0, len(full)
+        while i < n:
+            if full[i] == after[i]:
+                i += 1
+                continue
+            j = i
+            while j < n and (full[j] != after[j] or
+                             any(full[x] != after[x] for x in range(j, min(j + 32, n)))):
+                j += 1
+            runs.append((i, j))
+            i = j
+        patches = []
+        for a, b in runs:
+            while a < b:
+                e = min(b, a + 255, (a // bs + 1) * bs)
+                patches.append((a, after[a:e]))
+                a = e
+        if len(patches) > 32 or any(a // bs > 65535 for a, _ in patches):
+            continue
+        enc = b"".join(struct.pack("<HHB", a // bs, a % bs, len(p)) + p
+                       for a, p in patches)
+        open("%s.op%d" % (out, k), "wb").write(bytes([len(patches)]) + enc + img)
 PY
 done
 
