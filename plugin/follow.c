@@ -262,6 +262,8 @@ follow_unlock (struct volume *vol)
         (now.tv_nsec - vol->excl_since.tv_nsec);
       vol->hold_ns[vol->nhold++ % HOLD_SAMPLES] = ns > 0 ? (uint64_t) ns : 0;
       vol->stats.commits++;
+      if (fsevent_debug_commit_timing)
+        VDEBUG (vol, "commit hold: %.0f us", ns / 1e3);
     }
     vol->excl_since = (struct timespec) { 0 };
   }

@@ -605,6 +605,34 @@ free_heaps (struct log_batch *b)
 void
 log_commit (struct log_batch *b)
 {
+  log_publish (b);
+  log_kick (b);
+}
+
+void
+log_kick (struct log_batch *b)
+{
+  uint64_t last = b->published;
+  b->published = 0;
+  if (last == 0 || fd < 0)
+    return;
+  /* Wake the writer if it sleeps for want of lines (see writer_main).
+   * Any time after the atomic add on next_seq will do: the writer
+   * either saw the add before it slept, or set writer_asleep before
+   * this load (both sequentially consistent).
+   */
+  if (__atomic_load_n (&writer_asleep, __ATOMIC_SEQ_CST)) {
+    pthread_mutex_lock (&lock);
+    pthread_cond_signal (&queued);
+    pthread_mutex_unlock (&lock);
+  }
+  help_drain (last);
+}
+
+void
+log_publish (struct log_batch *b)
+{
+  b->published = 0;
   if (b->n == 0 && b->lost == 0)
     goto out;
 
@@ -622,23 +650,13 @@ log_commit (struct log_batch *b)
     free_heaps (b);
     goto out;
   }
-  /* Wake the writer if it sleeps for want of lines (see writer_main).
-   * Checked here, ordered by the atomic add, rather than after the
-   * copy: a fence there waited for the copy's stores, which perf showed
-   * as most of this function's time.
-   */
-  if (__atomic_load_n (&writer_asleep, __ATOMIC_SEQ_CST)) {
-    pthread_mutex_lock (&lock);
-    pthread_cond_signal (&queued);
-    pthread_mutex_unlock (&lock);
-  }
   for (size_t i = 0; i < b->n; i++)
     publish (seq++, &b->recs[i]);
   if (b->lost) {
     struct log_rec r = { .kind = REC_LOST, .position = b->lost };
     publish (seq++, &r);
   }
-  help_drain (seq - 1);
+  b->published = seq - 1;
 
  out:
   if (b->recs != b->small)
@@ -661,6 +679,7 @@ log_batch_init (struct log_batch *b)
   b->veto_ev = NULL;
   b->veto_result = 0;
   b->veto_by = 0;
+  b->published = 0;
 }
 
 bool

@@ -71,6 +71,7 @@ struct log_batch {
   const void *veto_ev;
   int veto_result;
   unsigned veto_by;
+  uint64_t published;           /* log_publish: its last seq, for log_kick */
   struct log_rec small[4];
 };
 
@@ -108,5 +109,15 @@ extern const char *log_file_type (uint32_t mode);
  * veto (a lock's before and after phases are committed apart).
  */
 extern void log_commit (struct log_batch *b);
+/* log_commit in two steps, for a caller that holds a volume's model
+ * exclusively: log_publish numbers and queues the lines (under the
+ * model, so that they are in commit order), log_kick wakes the writer
+ * thread or helps it drain, after the model is let go.  The wake-up
+ * takes the writer's mutex, which the writer (at nice 19) may hold
+ * while the scheduler runs others: inside the model that stalled every
+ * other request for milliseconds.
+ */
+extern void log_publish (struct log_batch *b);
+extern void log_kick (struct log_batch *b);
 
 #endif

@@ -539,9 +539,10 @@ handle_parts (struct conn *conn, const struct io *io, struct part *parts,
       log_event (&lb, ev);
     }
   }
-  log_commit (&lb);             /* in the file before the client hears, and
+  log_publish (&lb);            /* numbered before the client hears, and
                                    in commit order */
   parts_unlock (parts, n);
+  log_kick (&lb);               /* the writer's mutex: outside the model */
   if (r == -1)
     errno = err;
   return r;
