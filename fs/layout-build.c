@@ -63,6 +63,7 @@ struct builder {
   uint32_t cur_ino;
   uint8_t cur_role;
   uint64_t cur_size;            /* i_size */
+  bool cur_dir_outside;         /* a block of this directory was ignored */
   uint64_t steps, max_steps;
   bool stale_dir;               /* the directory being read is not one */
 };
@@ -103,6 +104,8 @@ add_run_eof (struct builder *b, uint64_t pblk, uint64_t len, uint8_t role,
     warn (b, "inode %" PRIu32 ": %s block %" PRIu64 "+%" PRIu64
           " lies outside the filesystem (%" PRIu64 " blocks): ignored",
           owner, fsev_role_name (role), pblk, len, L->fs_blocks);
+    if (role == FSEV_ROLE_DIRECTORY)
+      b->cur_dir_outside = true;
     return;
   }
   while (len > 0) {
@@ -576,10 +579,21 @@ map_inode (struct builder *b, ext2_ino_t ino, struct ext2_inode *inode)
   b->cur_size = EXT2_I_SIZE (inode);
   if (ino == EXT2_RESIZE_INO && !ext2fs_has_feature_resize_inode (sb))
     return;
+  b->cur_dir_outside = false;
   if (inode->i_flags & EXT4_EXTENTS_FL)
     map_extents (b, ino, inode);
   else
     map_indirect (b, ino);
+  /* A directory whose blocks the model does not hold all of is not
+   * read for names: libext2fs would read the part inside the
+   * filesystem, blocks the model gives to others (an inode table, say),
+   * and a change to those would change names that no update follows.
+   */
+  if (is_dir && b->cur_dir_outside && b->ndirs && b->dirs[b->ndirs - 1] == ino) {
+    b->ndirs--;
+    warn (b, "directory %u: blocks outside the filesystem: its entries are "
+          "ignored", ino);
+  }
 }
 
 static void

@@ -112,9 +112,37 @@ cmp_link (const void *a, const void *b)
 /* The names of A and B as sets of (child, parent, name), whatever order
  * their links were added in.
  */
+/* FUZZ_UPDATE_DEBUG: the links of M that N lacks (by child, parent,
+ * name; quadratic, for replays only).
+ */
+static void
+show_missing_links (const char *what, const struct fsev_layout *M,
+                    const struct fsev_layout *N)
+{
+  for (size_t i = 0; i < M->names.nlinks; i++) {
+    const struct fsev_link *l = &M->names.links[i];
+    bool found = false;
+    for (size_t j = 0; j < N->names.nlinks && !found; j++) {
+      const struct fsev_link *k = &N->names.links[j];
+      found = k->child == l->child && k->parent == l->parent &&
+        k->name_len == l->name_len &&
+        (l->name_len == 0 || memcmp (M->names.pool + l->name_off,
+                                     N->names.pool + k->name_off, l->name_len) == 0);
+    }
+    if (!found)
+      fprintf (stderr, "  only in the %s: link %u <- %u \"%.*s\"\n", what,
+               l->child, l->parent, (int) l->name_len,
+               l->name_len ? M->names.pool + l->name_off : "");
+  }
+}
+
 static bool
 same_names (const struct fsev_layout *A, const struct fsev_layout *B)
 {
+  if (getenv ("FUZZ_UPDATE_DEBUG")) {
+    show_missing_links ("model", A, B);
+    show_missing_links ("scan", B, A);
+  }
   if (A->names.nlinks != B->names.nlinks)
     return false;
   size_t n = A->names.nlinks;
