@@ -36,6 +36,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +94,13 @@ static pthread_cond_t space = PTHREAD_COND_INITIALIZER;   /* to producers */
 static uint64_t written_seq;    /* every seq up to here is in the file */
 static unsigned sync_waiting, space_waiting;
 static bool writer_asleep;      /* atomic: wake it after taking seqs */
+/* The idle writer sleeps on this, not on queued: a request wakes it
+ * with sem_post, which never waits.  (Taking the mutex to signal could
+ * wait for the writer itself, at nice 19 and descheduled while it held
+ * the mutex: milliseconds on a busy machine.)  Whoever sets a flag the
+ * writer waits for (stop, sync, space) posts too.
+ */
+static sem_t wake;
 static bool stopping;
 static uint64_t full_waits, helped;     /* atomic: for -v at close */
 static bool writer_running;     /* atomic */
@@ -319,8 +327,14 @@ writer_main (void *arg)
        */
       __atomic_store_n (&writer_asleep, true, __ATOMIC_SEQ_CST);
       __atomic_thread_fence (__ATOMIC_SEQ_CST);
-      while (!stopping && !sync_waiting && !space_waiting && !ring_reserved ())
-        pthread_cond_wait (&queued, &lock);
+      while (!stopping && !sync_waiting && !space_waiting && !ring_reserved ()) {
+        pthread_mutex_unlock (&lock);
+        while (sem_wait (&wake) == -1 && errno == EINTR)
+          ;
+        pthread_mutex_lock (&lock);
+        __atomic_store_n (&writer_asleep, true, __ATOMIC_SEQ_CST);
+        __atomic_thread_fence (__ATOMIC_SEQ_CST);
+      }
       __atomic_store_n (&writer_asleep, false, __ATOMIC_RELAXED);
     }
     pthread_mutex_unlock (&lock);
@@ -339,6 +353,10 @@ log_start (void)
   pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
   pthread_cond_init (&queued, &attr);
   pthread_condattr_destroy (&attr);
+  if (sem_init (&wake, 0, 0) == -1) {
+    nbdkit_error ("log: sem_init: %m");
+    return -1;
+  }
   int e = pthread_create (&writer, NULL, writer_main, NULL);
   if (e) {
     errno = e;
@@ -358,9 +376,11 @@ log_close (void)
     pthread_mutex_lock (&lock);
     stopping = true;
     pthread_cond_signal (&queued);
+    sem_post (&wake);
     pthread_mutex_unlock (&lock);
     pthread_join (writer, NULL);        /* it writes what is left first */
     writer_running = false;
+    sem_destroy (&wake);
   }
   else if (fd >= 0) {
     pthread_mutex_lock (&drain_lock);
@@ -469,6 +489,7 @@ log_sync_start (uint64_t *ticket)
     if (written_seq < target) {
       sync_waiting++;
       pthread_cond_signal (&queued);
+      sem_post (&wake);
       while (written_seq < target)
         pthread_cond_wait (&written, &lock);
       sync_waiting--;
@@ -559,6 +580,7 @@ wait_for_slot (uint64_t seq)
     pthread_mutex_lock (&lock);
     space_waiting++;
     pthread_cond_signal (&queued);
+    sem_post (&wake);
     while (seq - __atomic_load_n (&consumed, __ATOMIC_ACQUIRE) > SLOTS)
       pthread_cond_wait (&space, &lock);
     space_waiting--;
@@ -619,13 +641,12 @@ log_kick (struct log_batch *b)
   /* Wake the writer if it sleeps for want of lines (see writer_main).
    * Any time after the atomic add on next_seq will do: the writer
    * either saw the add before it slept, or set writer_asleep before
-   * this load (both sequentially consistent).
+   * this exchange (both sequentially consistent).  The first request
+   * to see it asleep posts; the others need not.
    */
-  if (__atomic_load_n (&writer_asleep, __ATOMIC_SEQ_CST)) {
-    pthread_mutex_lock (&lock);
-    pthread_cond_signal (&queued);
-    pthread_mutex_unlock (&lock);
-  }
+  if (__atomic_load_n (&writer_asleep, __ATOMIC_SEQ_CST) &&
+      __atomic_exchange_n (&writer_asleep, false, __ATOMIC_SEQ_CST))
+    sem_post (&wake);
   help_drain (last);
 }
 
