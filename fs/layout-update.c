@@ -1404,3 +1404,151 @@ fsev_extra_from_models (const struct fsev_layout *A, const struct fsev_layout *B
   free (xb);
   return ret;
 }
+
+/* --- After a full scan: what the models do not hold. --- */
+
+struct content_scan {
+  const struct fsev_layout *A, *B;
+  const unsigned char *a, *b;   /* the block in the two views */
+  uint64_t blk;
+  struct fsev_extra *v;
+  size_t n, cap;
+  bool oom;
+};
+
+static void
+content_add (struct content_scan *c, uint32_t ino, unsigned bits)
+{
+  /* Only an inode that is the same file on both sides: a created,
+   * deleted or reused one has events of its own.
+   */
+  const struct fsev_inode *ra = fsev_layout_inode (c->A, ino);
+  const struct fsev_inode *rb = fsev_layout_inode (c->B, ino);
+  if (bits == 0 || ra == NULL || rb == NULL || ra->generation != rb->generation ||
+      ((ra->mode ^ rb->mode) & 0170000))
+    return;
+  if (fsev_grow ((void **) &c->v, &c->cap, c->n + 1, sizeof *c->v) == -1) {
+    c->oom = true;
+    return;
+  }
+  c->v[c->n++] = (struct fsev_extra) { ino, bits };
+}
+
+static bool
+inline_content (const struct ext2_inode *in)
+{
+  struct ext2_inode copy = *in;     /* libext2fs takes no const */
+  return (in->i_flags & INLINE_DATA_FL) || ext2fs_is_fast_symlink (&copy);
+}
+
+static int
+content_segment (const struct fsev_segment *seg, void *opaque)
+{
+  struct content_scan *c = opaque;
+  const struct fsev_layout *L = c->A;
+  if (seg->role == FSEV_ROLE_INODE_TABLE) {
+    uint64_t base = seg->offset - c->blk * L->block_size;
+    for (uint32_t ino = seg->first_ino; ino && ino <= seg->last_ino; ino++) {
+      uint64_t off = base + (uint64_t) (ino - seg->first_ino) * L->inode_size;
+      if (off + L->inode_size > L->block_size)
+        break;
+      const unsigned char *x = c->a + off, *y = c->b + off;
+      if (memcmp (x, y, L->inode_size) == 0)
+        continue;
+      const struct ext2_inode *ix = (const void *) x, *iy = (const void *) y;
+      unsigned bits = 0;
+      const size_t iblock = offsetof (struct ext2_inode, i_block);
+      if ((inline_content (ix) || inline_content (iy)) &&
+          memcmp (x + iblock, y + iblock, sizeof ix->i_block) != 0)
+        bits |= FSEV_ATTR_BLOCKS;
+      if (L->inode_size > EXT2_GOOD_OLD_INODE_SIZE + 2) {
+        const struct ext2_inode_large *lx = (const void *) x, *ly = (const void *) y;
+        size_t ea = EXT2_GOOD_OLD_INODE_SIZE + lx->i_extra_isize;
+        size_t eb = EXT2_GOOD_OLD_INODE_SIZE + ly->i_extra_isize;
+        if (ea != eb ||
+            (ea < L->inode_size && memcmp (x + ea, y + ea, L->inode_size - ea) != 0))
+          bits |= FSEV_ATTR_XATTR;
+      }
+      content_add (c, ino, bits);
+    }
+  }
+  else if (seg->role == FSEV_ROLE_XATTR) {
+    /* Every inode sharing the block on either side. */
+    uint32_t inos[256];
+    for (int side = 0; side < 2 && !c->oom; side++) {
+      const struct fsev_layout *M = side ? c->B : c->A;
+      unsigned n = fsev_layout_xattr_owners (M, seg->offset, inos, 256);
+      if (n > 256)
+        n = 256;                /* a shared block's owners past 256: a
+                                   number change or record shows them */
+      for (unsigned i = 0; i < n; i++)
+        content_add (c, inos[i], FSEV_ATTR_XATTR);
+    }
+  }
+  return 0;
+}
+
+static int
+cmp_extra (const void *x, const void *y)
+{
+  const struct fsev_extra *a = x, *b = y;
+  return a->ino < b->ino ? -1 : a->ino > b->ino;
+}
+
+int
+fsev_extra_from_content (const struct fsev_layout *A, const struct fsev_layout *B,
+                         const struct fsev_source *old_view,
+                         const struct fsev_source *new_view,
+                         const uint64_t *blocks, size_t nblocks,
+                         struct fsev_update *up)
+{
+  unsigned bs = A->block_size;
+  unsigned char *a = malloc (bs), *b = malloc (bs);
+  struct content_scan c = { .A = A, .B = B, .a = a, .b = b };
+  if (a == NULL || b == NULL) {
+    free (a);
+    free (b);
+    return -1;
+  }
+  for (size_t i = 0; i < nblocks && !c.oom; i++) {
+    uint64_t blk = blocks[i];
+    if (blk >= A->fs_blocks)
+      continue;
+    if (vread (old_view, a, bs, blk * bs) == -1 ||
+        vread (new_view, b, bs, blk * bs) == -1) {
+      /* Unreadable: the scan that preceded read it; say it changed. */
+      memset (a, 0, bs);
+      memset (b, 0xff, bs);
+    }
+    if (memcmp (a, b, bs) == 0)
+      continue;
+    c.blk = blk;
+    fsev_layout_lookup (A, blk * bs, bs, content_segment, &c);
+  }
+  free (a);
+  free (b);
+  /* Into UP's list: sorted by inode, one entry each. */
+  if (!c.oom && c.n &&
+      fsev_grow ((void **) &up->extra, &up->extra_cap, up->nextra + c.n,
+                 sizeof *up->extra) == -1)
+    c.oom = true;
+  if (c.oom) {
+    free (c.v);
+    return -1;
+  }
+  if (c.n == 0)
+    return 0;
+  memcpy (up->extra + up->nextra, c.v, c.n * sizeof *c.v);
+  free (c.v);
+  size_t n = up->nextra + c.n;
+  qsort (up->extra, n, sizeof *up->extra, cmp_extra);
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (m && up->extra[m - 1].ino == up->extra[i].ino)
+      up->extra[m - 1].changed |= up->extra[i].changed;
+    else
+      up->extra[m++] = up->extra[i];
+  }
+  up->nextra = m;
+  return 0;
+}

@@ -84,13 +84,28 @@ fsev_update (struct fsev_layout *L, struct fsev_updater *u,
 extern unsigned fsev_update_extra (const struct fsev_update *up, uint32_t ino);
 
 /* After a full scan: FSEV_ATTR_BLOCKS (block maps) and FSEV_ATTR_XATTR
- * (xattr block numbers; not their content, nor in-inode attributes or
- * inline content: only the commit-time update reads those) between two
+ * (xattr block numbers; their content, in-inode attributes and inline
+ * content: fsev_extra_from_content below) between two
  * whole models, into UP's extra list.  0, or -1 out of memory.
  */
 extern int fsev_extra_from_models (const struct fsev_layout *A,
                                    const struct fsev_layout *B,
                                    struct fsev_update *up);
+
+/* After a full scan too: what the models do not hold, from the blocks
+ * that changed (BLOCKS, from OLD_VIEW to NEW_VIEW; A the model before,
+ * B after): FSEV_ATTR_BLOCKS for changed inline content (inline data, a
+ * fast symlink's target), FSEV_ATTR_XATTR for a changed in-inode xattr
+ * area or xattr block content -- what fsev_extra_from_models cannot
+ * see, and the commit-time update reads itself.  Merged into UP's extra
+ * list.  0, or -1 out of memory.
+ */
+extern int fsev_extra_from_content (const struct fsev_layout *A,
+                                    const struct fsev_layout *B,
+                                    const struct fsev_source *old_view,
+                                    const struct fsev_source *new_view,
+                                    const uint64_t *blocks, size_t nblocks,
+                                    struct fsev_update *up);
 
 /* Roll the edits back (a veto) and free UP. */
 extern void fsev_update_rollback (struct fsev_layout *L, struct fsev_update *up);

@@ -404,6 +404,16 @@ plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
     struct fsev_change *ch;
     if (p->L && fsev_extra_from_models (A, B, &p->up) == -1)
       return ENOMEM;
+    /* And what the whole models do not hold (inline content, xattr
+     * content), from the blocks that changed: a transaction big enough
+     * to be scanned must not hide a protected file's new label.
+     */
+    uint64_t size = fsev_layout_fs_bytes (vol->layout);
+    struct fsev_source c_old = { .read = view_committed, .opaque = oldv, .size = size };
+    struct fsev_source c_new = { .read = view_committed, .opaque = cv, .size = size };
+    if (p->L && fsev_extra_from_content (A, B, &c_old, &c_new, pr->blocks,
+                                         pr->nblocks, &p->up) == -1)
+      return ENOMEM;
     struct extra_ctx xc = { vol, &p->up };
     ssize_t nch = fsev_diff_extra (A, B, was_named_x, extra_of, &xc, &ch);
     if (nch < 0)
