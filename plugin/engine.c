@@ -144,6 +144,7 @@ void
 engine_stop (void)
 {
   control_stop ();
+  locks_free_all ();            /* their owners (control connections) are gone */
   if (device) {
     writes_log_stats ();
     volumes_stop ();

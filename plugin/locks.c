@@ -281,3 +281,15 @@ locks_count (void)
 {
   return __atomic_load_n (&held, __ATOMIC_ACQUIRE);
 }
+
+void
+locks_free_all (void)
+{
+  pthread_mutex_lock (&mu);
+  while (nlocks > 0)
+    remove_at (nlocks - 1);
+  free (locks);
+  locks = NULL;
+  cap = 0;
+  pthread_mutex_unlock (&mu);
+}

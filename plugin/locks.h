@@ -87,5 +87,9 @@ extern int64_t locks_now_ms (void);
 extern void locks_list (void (*fn) (const struct lock_info *, void *),
                         void *opaque);
 extern uint64_t locks_count (void);
+/* At unload, once no control connection is left: every lock and the
+ * table go.
+ */
+extern void locks_free_all (void);
 
 #endif
