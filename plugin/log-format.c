@@ -624,7 +624,7 @@ void
 log_undecided (struct log_batch *b, unsigned partition, uint64_t sequence,
                const char *reason, int result)
 {
-  if (!log_enabled ())
+  if (!log_wanted ())
     return;
   struct text t;
 

@@ -375,7 +375,8 @@ parse_args (struct watcher *w, char *args, const char **why)
             break;
         if (lev == LEV_COUNT) {
           *why = "events=: write, create, delete, link, unlink, rename, "
-            "set_size, set_attributes, lock, unlock, unattributed";
+            "set_size, set_attributes, lock, unlock, unattributed, lost, "
+            "undecided";
           return -1;
         }
         w->events |= UINT32_C (1) << lev;

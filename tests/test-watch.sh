@@ -15,7 +15,8 @@
 #     its lines plus N are every decided event.
 #  4. A watcher that disconnects mid-stream: nbdkit cleans it up (its
 #     debug message), the guest goes on, the other watchers too.
-#  5. Without log=: watchers still get the events.
+#  5. Without log=: watchers still get the events, and the undecided
+#     line of a refused commit (garbage over the superblock).
 #  6. Bad WATCH arguments: ERR EINVAL, and the plugin goes on.
 
 source ./functions.sh
@@ -243,8 +244,22 @@ rm -f "$d/w3"
 start_nbdkit "$d/sock" "$d/pid2" "$plugin" "$d/disk.img" control="$d/ctl" \
     protect="/etc/**"
 watch "$d/w3" --event write
+watch "$d/w4" --event undecided
 sleep 0.5
 timeout 60 "$py" "$d/writes.py" 5 || fail "writes without log="
+# Garbage over the primary superblock: a commit point whose view does
+# not parse, refused (EIO) as undecided.
+"$py" - <<'EOF' || fail "garbage over the superblock was not refused"
+import os, nbd
+h = nbd.NBD()
+h.connect_unix(os.environ["SOCK"])
+try:
+    h.pwrite(os.urandom(1024), 1024)
+except nbd.Error as e:
+    print("refused:", e)
+else:
+    raise SystemExit("the garbage superblock was accepted")
+EOF
 sleep 0.5
 stop_nbdkit "$d/pid2"
 sleep 0.3
@@ -252,4 +267,7 @@ n="$(grep -c '"phase":"after"' "$d/w3" || :)"
 [ "$n" = 6 ] || fail "without log=: $n after-events watched, expected 6"
 n="$(grep -c '"file":"/etc/passwd".*"error":"EPERM","by":"protect","refused":true}' "$d/w3" || :)"
 [ "$n" = 1 ] || fail "without log=: $n refused writes by protect watched, expected 1"
+grep -q '"event":"undecided".*"error":"EIO"' "$d/w4" ||
+    { cat "$d/w4"; fail "without log=: no undecided line watched"; }
+! grep -v '"event":"undecided"' "$d/w4" || fail "--event undecided let other lines through"
 echo OK
