@@ -799,9 +799,21 @@ is_dir_in (struct upd *d, uint32_t dir, bool new_side)
       const struct fsev_one_inode *s = new_side ? &d->ic[i].neu : &d->ic[i].old;
       return s->in_use && s->is_dir;
     }
-  /* Not re-mapped: the same in both views, as the model has it. */
+  /* Not re-mapped: the same inode in both views.  Whether the names
+   * pass reads it (a directory whose blocks lie partly outside the
+   * filesystem is not read) is the scan's own answer for it.
+   */
   const struct fsev_inode *rec = fsev_layout_inode (d->L, dir);
-  return rec && LINUX_S_ISDIR (rec->mode);
+  if (rec == NULL || !LINUX_S_ISDIR (rec->mode))
+    return false;
+  struct fsev_one_inode one;
+  unsigned char *raw;
+  if (map_side (d, new_side ? d->newv : d->oldv, dir, &one, &raw) == -1)
+    return false;               /* rescan or oom set */
+  bool r = one.in_use && one.is_dir;
+  free (one.runs);
+  free (raw);
+  return r;
 }
 
 static void
