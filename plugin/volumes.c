@@ -282,6 +282,7 @@ volumes_stop (void)
   free (vols);
   vols = NULL;
   nvols = vols_cap = 0;
+  min_block_size = 0;           /* a later start measures again */
 }
 
 size_t volumes_count (void) { return nvols; }
