@@ -26,11 +26,14 @@
  * bytes: 0 every block (index is the block number); 1 the journal's
  * blocks in log order (index is the journal block); 2 the protected
  * files' blocks (their inode-table blocks, data, extent-tree and
- * indirect blocks), /p's and the root directory's; 3 the free blocks;
- * 4 the fixed metadata (superblocks, descriptors, bitmaps, inode
- * tables).  The lists come from the initial committed view, read with
- * libext2fs; index is taken modulo the list's length.  Requests are
- * clipped to the device.  After the last request the harness flushes.
+ * indirect blocks), /p's and the root directory's; 3 free blocks;
+ * 4 metadata blocks (superblocks, descriptors, bitmaps, inode tables,
+ * directories, tree blocks, xattr blocks).  Lists 1 and 2 come from
+ * the initial committed view read with libext2fs, 3 and 4 from the
+ * engine's model at start-up (the first 64 blocks of each run); index
+ * is taken modulo the list's length (an empty list: block index).
+ * Requests are clipped to the device.  After the last request the
+ * harness flushes.
  *
  * Resealing (flag bit 0) recomputes, in each whole block a write puts
  * into the journal, what csum v2/v3 checks: the journal superblock's
@@ -576,28 +579,45 @@ regions_build (struct regions *r, const unsigned char *view, uint64_t size,
     list_inode (fs, p, &r->l[R_PROTECTED]);
   list_inode (fs, EXT2_ROOT_INO, &r->l[R_PROTECTED]);
 
-  if (ext2fs_read_block_bitmap (fs) == 0) {
-    for (blk64_t b = fs->super->s_first_data_block;
-         b < ext2fs_blocks_count (fs->super) && r->l[R_FREE].n < MAX_LIST; b++)
-      if (!ext2fs_test_block_bitmap2 (fs->block_map, b))
-        list_add (&r->l[R_FREE], b);
-  }
-  for (dgrp_t g = 0; g < fs->group_desc_count && g < 64; g++) {
-    blk64_t super = 0, old_desc = 0, new_desc = 0;
-    blk_t used = 0;
-    ext2fs_super_and_bgd_loc2 (fs, g, &super, &old_desc, &new_desc, &used);
-    if (super || g == 0)
-      list_add (&r->l[R_META], super ? super : fs->super->s_first_data_block);
-    if (old_desc)
-      list_add (&r->l[R_META], old_desc);
-    if (new_desc)
-      list_add (&r->l[R_META], new_desc);
-    list_add (&r->l[R_META], ext2fs_block_bitmap_loc (fs, g));
-    list_add (&r->l[R_META], ext2fs_inode_bitmap_loc (fs, g));
-    for (unsigned k = 0; k < fs->inode_blocks_per_group && k < 256; k++)
-      list_add (&r->l[R_META], ext2fs_inode_table_loc (fs, g) + k);
-  }
   ext2fs_close_free (&j.fs);
+}
+
+/* Free blocks and metadata blocks, as the engine's model at start-up
+ * has them (libext2fs's bitmap code is not for hostile images: the
+ * harness reads none).
+ */
+static int
+model_segment (const struct fsev_segment *seg, void *opaque)
+{
+  struct regions *r = opaque;
+  int which;
+  switch (seg->role) {
+  case FSEV_ROLE_FREE: which = R_FREE; break;
+  case FSEV_ROLE_SUPERBLOCK: case FSEV_ROLE_GROUP_DESCRIPTORS:
+  case FSEV_ROLE_RESERVED_GDT: case FSEV_ROLE_BLOCK_BITMAP:
+  case FSEV_ROLE_INODE_BITMAP: case FSEV_ROLE_INODE_TABLE:
+  case FSEV_ROLE_EXTENT_TREE: case FSEV_ROLE_INDIRECT:
+  case FSEV_ROLE_DIRECTORY: case FSEV_ROLE_XATTR:
+    which = R_META;
+    break;
+  default:
+    return 0;
+  }
+  uint64_t first = seg->offset / r->bs;
+  uint64_t last = (seg->offset + seg->length - 1) / r->bs;
+  /* A long run (an inode table, free space) gives its first blocks. */
+  for (uint64_t b = first; b <= last && b < first + 64; b++)
+    if (r->l[which].n == 0 || r->l[which].v[r->l[which].n - 1] != b)
+      list_add (&r->l[which], b);
+  return 0;
+}
+
+static void
+regions_from_model (struct regions *r, const struct fsev_layout *L)
+{
+  if (r->bs == 0 || r->bs != fsev_layout_block_size (L))
+    return;
+  fsev_layout_lookup (L, 0, fsev_layout_fs_bytes (L), model_segment, r);
 }
 
 static void
@@ -862,22 +882,12 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     pos += len;
   }
 
-  /* The protected files as the engine will see them at start-up. */
+  /* The engine: configured, started on the device (it identifies and
+   * maps the filesystem before the harness reads anything with
+   * libext2fs: a garbage superblock stops here).
+   */
   unsigned g = (flags >> 1) & 3;
   struct regions reg = { 0 };
-  if (committed_view (m.b, m.size, o.view) == 0) {
-    struct memsrc ms;
-    struct fsev_source src;
-    ext2_filsys fs = open_fs (&src, &ms, o.view, o.size);
-    for (int i = 0; fs && i < 2; i++)
-      if (checked[g][i] && read_state (fs, files[i], &o.init[i]) == STATE_OK)
-        o.on[i] = true;
-    if (fs)
-      ext2fs_close_free (&fs);
-  }
-  regions_build (&reg, o.view, o.size, checked[g]);
-
-  /* The engine. */
   struct device dev = {
     .name = "fuzz", .size = (int64_t) dev_size, .writable = true,
     .pread = mem_pread, .pwrite = mem_pwrite, .zero = mem_zero,
@@ -894,9 +904,24 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     goto stop;
   }
   /* The oracles look at a bare filesystem. */
-  if (volumes_count () != 1 || volume_offset (volumes_get (0)) != 0)
-    o.on[0] = o.on[1] = false;
+  bool bare = volumes_count () == 1 && volume_offset (volumes_get (0)) == 0;
   m.check_writes = volumes_count () == 1 && volumes_get (0)->journalled;
+
+  /* The protected files as the engine saw them at start-up (its
+   * journal replayed), and where requests land.
+   */
+  if (bare && committed_view (m.b, m.size, o.view) == 0) {
+    struct memsrc ms;
+    struct fsev_source src;
+    ext2_filsys fs = open_fs (&src, &ms, o.view, o.size);
+    for (int i = 0; fs && i < 2; i++)
+      if (checked[g][i] && read_state (fs, files[i], &o.init[i]) == STATE_OK)
+        o.on[i] = true;
+    if (fs)
+      ext2fs_close_free (&fs);
+    regions_build (&reg, o.view, o.size, checked[g]);
+    regions_from_model (&reg, follow_layout (volumes_get (0)));
+  }
   conn = engine_open ("");
   if (conn == NULL)
     abort ();
