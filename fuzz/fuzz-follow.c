@@ -81,7 +81,14 @@
  *    (On ext2 a flush, a FUA request or a full epoch writes held
  *    metadata of earlier requests.)
  * 4. With flag bit 3, the engine's own model check (-D fsevent.check)
- *    must pass after every commit.
+ *    must find its model equal to a fresh scan after every commit.
+ *    The check's other half, the overlay against a fresh replay of the
+ *    journal from its tail, is no oracle here: a guest can commit
+ *    transactions that recovery would never replay (a commit block
+ *    written while the journal superblock says the journal is clean,
+ *    or off the chain from its tail), which the engine decides and
+ *    keeps in its overlay all the same -- more than recovery would
+ *    apply, all of it decided, so nothing protect= relies on.
  *
  * FUZZ_FOLLOW_DEBUG=1 in the environment prints, for a replayed input,
  * the engine's messages and each request with its outcome.
@@ -138,14 +145,26 @@ dbg (const char *fmt, ...)
 
 /* --- What nbdkit gives the plugin. --- */
 
+/* Oracle 4: the model check's failures that compare the model with a
+ * fresh scan (not those about the overlay and the journal, see the
+ * header comment), and the first one's message.
+ */
+static unsigned model_check_failures;
+static char model_check_msg[512];
+
 void
 nbdkit_verror (const char *fs, va_list args)
 {
-  if (debug > 0) {
-    fprintf (stderr, "nbdkit: error: ");
-    vfprintf (stderr, fs, args);
-    fprintf (stderr, "\n");
-  }
+  char msg[1024];
+  vsnprintf (msg, sizeof msg, fs, args);
+  if (debug > 0)
+    fprintf (stderr, "nbdkit: error: %s\n", msg);
+  if (strstr (msg, "model check failed") &&
+      !strstr (msg, "the overlay differs from a fresh replay") &&
+      !strstr (msg, "the journal does not replay") &&
+      !strstr (msg, "the committed view does not scan") &&
+      model_check_failures++ == 0)
+    snprintf (model_check_msg, sizeof model_check_msg, "%s", msg);
 }
 
 void
@@ -856,6 +875,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   unsigned flags = data[0];
   veto_bits = data[1];
   nbefore = 0;
+  model_check_failures = 0;
   uint64_t dev_size = (uint64_t) le16 (data + 2) * 1024;
   if (dev_size < MIN_DEVICE)
     dev_size = MIN_DEVICE;
@@ -1005,10 +1025,10 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   m.read_bytes = 0;
   if (engine_flush (conn) == 0)
     check (&o, &m, nreq + 1);
-  if (fsevent_debug_check && volumes_count () &&
-      volumes_get (0)->stats.check_failures) {
-    fprintf (stderr, "fuzz-follow: the engine's model check failed "
-             "(-D fsevent.check=1)\n");
+  if (model_check_failures) {
+    fprintf (stderr, "fuzz-follow: FINDING: the engine's model check "
+             "(-D fsevent.check=1) failed %u times, first: %s\n",
+             model_check_failures, model_check_msg);
     abort ();
   }
   engine_close (conn);
