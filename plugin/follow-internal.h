@@ -67,6 +67,11 @@ struct volume {
 
   /* The journal, when there is one we can follow. */
   bool journalled;
+  /* A journal whose superblock did not parse at start-up (at
+   * jsb_offset): not followed, so it must not become one that recovery
+   * would replay.
+   */
+  bool journal_unfollowed;
   struct fsev_jsuper js;
   uint64_t jsb_offset;          /* filesystem bytes */
   bool head_known;

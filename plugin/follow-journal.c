@@ -302,7 +302,9 @@ follow_segment_needs_exclusive (struct volume *vol, const struct io *io,
                                 const struct fsev_segment *seg)
 {
   if (seg->role == FSEV_ROLE_JOURNAL) {
-    if (!vol->journalled || (seg->flags & FSEV_SEG_JOURNAL_FC))
+    if (!vol->journalled)
+      return vol->journal_unfollowed && (seg->flags & FSEV_SEG_JOURNAL_SB);
+    if (seg->flags & FSEV_SEG_JOURNAL_FC)
       return false;             /* fast commits: followed at full commits */
     if (seg->flags & FSEV_SEG_JOURNAL_SB)
       return true;
@@ -585,6 +587,31 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
                   (seg->offset + seg->length + vol->bs - 1) / vol->bs -
                   seg->offset / vol->bs);
     }
+    return 0;
+  }
+  if (seg->role == FSEV_ROLE_JOURNAL && !vol->journalled &&
+      vol->journal_unfollowed && (seg->flags & FSEV_SEG_JOURNAL_SB)) {
+    /* The journal was not followed from start-up (its superblock did
+     * not parse).  Its log is then nobody's business as long as no
+     * recovery would read it; a superblock that parses would make it
+     * one (a guest writes a good superblock, then a transaction:
+     * jbd2 recovery replays it, undecided; fuzz-follow found it,
+     * fuzz/regress/fuzz-follow/unfollowed-journal-made-valid.bin).
+     * Following a journal from there is not done: refused.
+     */
+    char err[256];
+    struct fsev_jsuper nj;
+    unsigned char *buf = malloc (vol->bs);
+    if (buf == NULL) {
+      pr->oom = true;
+      return -1;
+    }
+    if (view_raw (pr->jv.v, buf, vol->bs, vol->jsb_offset) == -1 ||
+        fsev_jbd2_parse_super (buf, vol->bs, &nj, err, sizeof err) == 0)
+      prep_refuse (pr, "a write makes the journal superblock, which did not "
+                   "parse at start-up, one that parses: that journal is not "
+                   "followed");
+    free (buf);
     return 0;
   }
   if (seg->role != FSEV_ROLE_JOURNAL || !vol->journalled ||

@@ -165,7 +165,10 @@ follow_init (struct device *dev, unsigned partition, uint64_t offset,
      */
     free (buf);
     VDEBUG (vol, "the journal cannot be followed (%s): metadata writes "
-            "are the commit points", err);
+            "are the commit points; a journal superblock that parses "
+            "will be refused", err);
+    vol->journal_unfollowed = true;
+    vol->jsb_offset = pblk * vol->bs;
     return vol;
   }
   free (buf);
