@@ -60,13 +60,16 @@
  *    applied by fs/overlay.c, whatever the needs_recovery flag says),
  *    read with libext2fs (checksum errors ignored, as the kernel's
  *    view of a bad checksum is not the engine's business).  Each
- *    protected file present in the initial view (after replaying its
- *    journal, as the engine does at start-up) must, after every
- *    request that succeeded and after the final flush, still be found
- *    at its path with the same inode number, mode, owner, group, size,
- *    link count, flags and bytes (up to 1 MiB).  Times are not
- *    compared (reading a file updates its atime, which protect= lets
- *    through).  protect= is the first handler and denies every change
+ *    protected path that holds a regular file in the initial view
+ *    (after replaying its journal, as the engine does at start-up)
+ *    must, after every request that succeeded and after the final
+ *    flush, still hold it: the same inode number, mode, owner, group,
+ *    size, link count, user-settable flags (chattr's: the engine
+ *    leaves the others to the kernel, fs/diff.c) and bytes (up to
+ *    1 MiB).  Times are not compared (reading a file updates its
+ *    atime, which protect= lets through).  A directory at a protected
+ *    path is not checked: an exact glob does not cover the entries
+ *    made in it, nor the link count a subdirectory adds.  protect= is the first handler and denies every change
  *    to these files, and the other handler only vetoes, so no decision
  *    ever allows a change: any difference is a finding.  A path that
  *    no longer resolves while the view opens is one too (a protected
@@ -509,7 +512,7 @@ state_differs (const struct pstate *a, const struct pstate *b)
     return "its size";
   if (a->links != b->links)
     return "its link count";
-  if (a->flags != b->flags)
+  if ((a->flags ^ b->flags) & EXT2_FL_USER_MODIFIABLE)
     return "its flags";
   if (a->nbytes != b->nbytes ||
       (a->nbytes && memcmp (a->bytes, b->bytes, a->nbytes) != 0))
@@ -935,7 +938,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     struct fsev_source src;
     ext2_filsys fs = open_fs (&src, &ms, o.view, o.size);
     for (int i = 0; fs && i < 2; i++)
-      if (checked[g][i] && read_state (fs, files[i], &o.init[i]) == STATE_OK)
+      if (checked[g][i] && read_state (fs, files[i], &o.init[i]) == STATE_OK &&
+          LINUX_S_ISREG (o.init[i].mode))
         o.on[i] = true;
     if (fs)
       ext2fs_close_free (&fs);
