@@ -69,7 +69,10 @@
  *    1 MiB).  Times are not compared (reading a file updates its
  *    atime, which protect= lets through).  A directory at a protected
  *    path is not checked: an exact glob does not cover the entries
- *    made in it, nor the link count a subdirectory adds.  protect= is the first handler and denies every change
+ *    made in it, nor the link count a subdirectory adds.  Nor is a
+ *    file in a reserved inode (below s_first_ino): the kernel refuses
+ *    to open it, and the engine does not watch it (fs/diff.c).
+ *    protect= is the first handler and denies every change
  *    to these files, and the other handler only vetoes, so no decision
  *    ever allows a change: any difference is a finding.  A path that
  *    no longer resolves while the view opens is one too (a protected
@@ -94,7 +97,10 @@
  *    apply, all of it decided, so nothing protect= relies on.
  *
  * FUZZ_FOLLOW_DEBUG=1 in the environment prints, for a replayed input,
- * the engine's messages and each request with its outcome.
+ * the engine's messages and each request with its outcome;
+ * FUZZ_FOLLOW_DUMP=PREFIX writes the device and the committed view at
+ * a finding into PREFIX.dev and PREFIX.view; FUZZ_FOLLOW_LOG=FILE
+ * gives the engine log=FILE (both phases).
  */
 #include <config.h>
 
@@ -119,6 +125,7 @@
 #include "follow-internal.h"
 #include "handlers.h"
 #include "jbd2.h"
+#include "log.h"
 #include "overlay.h"
 #include "source.h"
 #include "volumes.h"
@@ -818,6 +825,33 @@ struct oracle {
   uint64_t size;
 };
 
+/* FUZZ_FOLLOW_DUMP=PREFIX: at a finding, the device into PREFIX.dev
+ * and the committed view into PREFIX.view (images debugfs reads).
+ */
+static void
+dump (const struct mem *m, const struct oracle *o)
+{
+  log_sync ();                  /* FUZZ_FOLLOW_LOG's lines so far */
+  const char *prefix = getenv ("FUZZ_FOLLOW_DUMP");
+  if (prefix == NULL)
+    return;
+  const char *suffix[2] = { ".dev", ".view" };
+  const unsigned char *what[2] = { m->b, o->view };
+  for (int i = 0; i < 2; i++) {
+    char path[4096];
+    snprintf (path, sizeof path, "%s%s", prefix, suffix[i]);
+    FILE *f = fopen (path, "w");
+    if (f == NULL || fwrite (what[i], 1, m->size, f) != m->size) {
+      fprintf (stderr, "fuzz-follow: %s: cannot write it\n", path);
+      if (f)
+        fclose (f);
+      continue;
+    }
+    fclose (f);
+    fprintf (stderr, "fuzz-follow: wrote %s\n", path);
+  }
+}
+
 static void
 check (struct oracle *o, const struct mem *m, int reqno)
 {
@@ -852,6 +886,7 @@ check (struct oracle *o, const struct mem *m, int reqno)
                (unsigned long long) now.size, now.links, o->init[i].ino,
                o->init[i].mode, (unsigned long long) o->init[i].size,
                o->init[i].links);
+      dump (m, o);
       abort ();
     }
     free (now.bytes);
@@ -917,11 +952,17 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     .trim = mem_trim, .flush = mem_flush, .opaque = &m,
   };
   struct conn *conn = NULL;
+  const char *log = getenv ("FUZZ_FOLLOW_LOG");
+  if (log && (engine_config ("log", log) != 0 ||
+              engine_config ("log-phases", "both") != 0))
+    abort ();
   if (engine_config ("protect", globs[g]) != 0 ||
       (veto_bits && handlers_add_builtin (&veto_handler, false) == -1) ||
       engine_config_complete () == -1)
     abort ();
   fsevent_debug_check = (flags & 8) != 0;
+  /* -D fsevent.commit_timing=1 (what each commit re-read), for debugging. */
+  fsevent_debug_commit_timing = debug > 0 && getenv ("FUZZ_FOLLOW_TIMING");
   if (engine_start (&dev) == -1) {
     dbg ("fuzz-follow: the engine does not start\n");
     goto stop;
@@ -939,7 +980,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     ext2_filsys fs = open_fs (&src, &ms, o.view, o.size);
     for (int i = 0; fs && i < 2; i++)
       if (checked[g][i] && read_state (fs, files[i], &o.init[i]) == STATE_OK &&
-          LINUX_S_ISREG (o.init[i].mode))
+          LINUX_S_ISREG (o.init[i].mode) &&
+          o.init[i].ino >= EXT2_FIRST_INO (fs->super))
         o.on[i] = true;
     if (fs)
       ext2fs_close_free (&fs);
@@ -1013,9 +1055,13 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     int e = errno;
     m.cur = NULL;
     dbg ("fuzz-follow: request %d: %s at %" PRIu64 " (block %" PRIu64 "), %"
-         PRIu64 " bytes: %s%s; read %" PRIu64 " bytes\n", nreq, op_name (op),
+         PRIu64 " bytes: %s%s; read %" PRIu64 " bytes; the model has "
+         "/p/secret at inode %u\n", nreq, op_name (op),
          offset, offset / bs, op == 5 ? 0 : len, r == 0 ? "ok" : "refused: ",
-         r == 0 ? "" : strerror (e), m.read_bytes);
+         r == 0 ? "" : strerror (e), m.read_bytes,
+         debug > 0 && volumes_count ()
+         ? fsev_layout_lookup_path (follow_layout (volumes_get (0)), "/p/secret")
+         : 0);
     if (m.read_bytes > READ_BOUND * dev_size) {
       fprintf (stderr, "fuzz-follow: request %d read %" PRIu64 " bytes of a %"
                PRIu64 "-byte device\n", nreq, m.read_bytes, dev_size);
@@ -1039,7 +1085,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 
  stop:
   engine_stop ();
-  fsevent_debug_check = 0;
+  fsevent_debug_check = fsevent_debug_commit_timing = 0;
   regions_free (&reg);
   for (int i = 0; i < 2; i++)
     free (o.init[i].bytes);
