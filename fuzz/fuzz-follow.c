@@ -71,7 +71,9 @@
  *    path is not checked: an exact glob does not cover the entries
  *    made in it, nor the link count a subdirectory adds.  Nor is a
  *    file in a reserved inode (below s_first_ino): the kernel refuses
- *    to open it, and the engine does not watch it (fs/diff.c).
+ *    to open it, and the engine does not watch it (fs/diff.c); unless
+ *    s_first_ino lies past the inode count, a superblock the kernel
+ *    does not mount and e2fsck repairs from a backup (s_first_ino 11).
  *    protect= is the first handler and denies every change
  *    to these files, and the other handler only vetoes, so no decision
  *    ever allows a change: any difference is a finding.  A path that
@@ -981,7 +983,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     for (int i = 0; fs && i < 2; i++)
       if (checked[g][i] && read_state (fs, files[i], &o.init[i]) == STATE_OK &&
           LINUX_S_ISREG (o.init[i].mode) &&
-          o.init[i].ino >= EXT2_FIRST_INO (fs->super))
+          (o.init[i].ino >= EXT2_FIRST_INO (fs->super) ||
+           EXT2_FIRST_INO (fs->super) > fs->super->s_inodes_count))
         o.on[i] = true;
     if (fs)
       ext2fs_close_free (&fs);
