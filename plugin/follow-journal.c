@@ -297,6 +297,22 @@ io_has_commit_block (const struct volume *vol, const struct io *io,
   return false;
 }
 
+/* Is journal segment SEG wholly in the fast-commit area, as the journal
+ * superblock followed here has it?  The model's FSEV_SEG_JOURNAL_FC is
+ * not the answer: the model carves the area out as soon as the
+ * filesystem has the fast_commit feature (mke2fs reserves it), but
+ * jbd2 recovery reads the log up to s_maxlen until the journal's own
+ * flag is set (at mount): a commit block written there before would be
+ * replayed, unexamined (fuzz-follow found it:
+ * fuzz/regress/fuzz-follow/commit-in-unflagged-fc-area.bin).
+ */
+static bool
+seg_is_fast_commit (const struct volume *vol, const struct fsev_segment *seg)
+{
+  return (seg->flags & FSEV_SEG_JOURNAL_FC) &&
+    seg->position / vol->bs >= vol->js.log_end;
+}
+
 bool
 follow_segment_needs_exclusive (struct volume *vol, const struct io *io,
                                 const struct fsev_segment *seg)
@@ -304,7 +320,7 @@ follow_segment_needs_exclusive (struct volume *vol, const struct io *io,
   if (seg->role == FSEV_ROLE_JOURNAL) {
     if (!vol->journalled)
       return vol->journal_unfollowed && (seg->flags & FSEV_SEG_JOURNAL_SB);
-    if (seg->flags & FSEV_SEG_JOURNAL_FC)
+    if (seg_is_fast_commit (vol, seg))
       return false;             /* fast commits: followed at full commits */
     if (seg->flags & FSEV_SEG_JOURNAL_SB)
       return true;
@@ -615,7 +631,7 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
     return 0;
   }
   if (seg->role != FSEV_ROLE_JOURNAL || !vol->journalled ||
-      (seg->flags & FSEV_SEG_JOURNAL_FC))
+      seg_is_fast_commit (vol, seg))
     return 0;
 
   if (seg->flags & FSEV_SEG_JOURNAL_SB) {
