@@ -670,10 +670,17 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
         p->head_seq = nj.sequence;
       }
     }
-    else
+    else {
       VDEBUG (vol, "journal: the guest wrote a journal superblock that "
               "does not parse (%s): kept the last good one",
               r == 0 ? err : "read error");
+      /* The model's journal areas are a scan's reading of the journal
+       * superblock on the image, which that scan may still take (it
+       * checks less than jbd2 does): scanned again, so that the model
+       * stays what a fresh scan makes of the committed view.
+       */
+      pr->rescan = true;
+    }
     free (buf);
     return 0;
   }
