@@ -41,7 +41,9 @@
  * the same write or the device) and its tail, a revoke block's tail, a
  * commit block's checksum; otherwise nearly every mutated transaction
  * would only test the checksum check.  It is what a hostile guest does
- * too (debugfs writes checksums).
+ * too (debugfs writes checksums).  A descriptor is resealed over its
+ * logged blocks as they are when it is written, so the seeds write the
+ * copies first.
  *
  * The image should be an ext2/3/4 filesystem holding /p/secret (and
  * /p/big): fuzz/follow-seeds.py (run by fuzz/make-seeds.sh) writes
@@ -80,17 +82,20 @@
  *    directory whose first entry is not its own ".", both of which the
  *    kernel opens), the start-up build is at fault, not the request
  *    path (fuzz/open/README; a guest cannot make either while the
- *    engine runs: both are namespace changes it decides).
- *    protect= is the first handler and denies every change
- *    to these files, and the other handler only vetoes, so no decision
- *    ever allows a change: any difference is a finding.  A path that
- *    no longer resolves while the view opens is one too (a protected
- *    file's names must not change).  A view libext2fs cannot open is
- *    not checked (it says nothing about the file).
+ *    engine runs: both are namespace changes it decides).  protect= is
+ *    the first handler and denies every change to these files, and the
+ *    other handler only vetoes, so no decision ever allows a change:
+ *    any difference is a finding.  A path that no longer resolves
+ *    while the view opens is one too (a protected file's names must
+ *    not change).  A view libext2fs cannot open is not checked (it
+ *    says nothing about the file).
  * 2. The device is read only inside its size, and at most 64 times its
- *    size per request (a bound on the work: a rescan reads the
- *    filesystem's metadata once, finding a transaction at most two
- *    laps of the log).
+ *    size per request: a bound on the work, loose (a rescan reads the
+ *    filesystem's metadata once; each commit block a request carries,
+ *    up to 16 in 16 KiB of 1 KiB blocks, costs at most two laps of the
+ *    log to find and parse its transaction; a new journal tail one
+ *    more).  Over a sample of the corpus the most one request read was
+ *    about half the device.
  * 3. On a journalled filesystem the engine writes nothing to the
  *    device but the request itself: the same range, the same bytes.
  *    (On ext2 a flush, a FUA request or a full epoch writes held
@@ -109,7 +114,8 @@
  * the engine's messages and each request with its outcome;
  * FUZZ_FOLLOW_DUMP=PREFIX writes the device and the committed view at
  * a finding into PREFIX.dev and PREFIX.view; FUZZ_FOLLOW_LOG=FILE
- * gives the engine log=FILE (both phases).
+ * gives the engine log=FILE (both phases); FUZZ_FOLLOW_TIMING=1 (with
+ * FUZZ_FOLLOW_DEBUG) says what each commit point re-read.
  */
 #include <config.h>
 
