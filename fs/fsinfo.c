@@ -112,6 +112,7 @@ fsev_fsinfo_probe (const struct fsev_source *src, const char *path,
   info->free_blocks = ext2fs_free_blocks_count (sb);
   info->inodes_count = sb->s_inodes_count;
   info->free_inodes = sb->s_free_inodes_count;
+  info->first_ino = EXT2_FIRST_INO (sb);
   info->groups = fs->group_desc_count;
   info->fs_bytes = info->blocks_count * fs->blocksize;
   info->has_journal = ext2fs_has_feature_journal (sb);

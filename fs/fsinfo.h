@@ -17,6 +17,7 @@ struct fsev_fsinfo {
   uint64_t free_blocks;
   uint32_t inodes_count;
   uint32_t free_inodes;
+  uint32_t first_ino;           /* first inode that is not reserved */
   uint32_t groups;
   uint64_t fs_bytes;            /* blocks_count * block_size */
   int has_journal;

@@ -1091,6 +1091,11 @@ fsev_map_one_inode (ext2_filsys fs, const struct fsev_layout *L, uint32_t ino,
   ext2fs_flush_icache (fs);
   map_inode (&b, ino, (struct ext2_inode *) inode);
   free (inode);
+  /* The journal inode's extents (add_journal_run) are the model's,
+   * never this one inode's: a re-mapped journal inode (its inode-table
+   * block changed) must not leak them (fuzz-follow found it).
+   */
+  free (S.jextents);
   if (b.oom) {
     free (S.runs); free (S.inodes); free (S.xattrs); free (b.dirs);
     return -1;

@@ -15,6 +15,9 @@
 #              extended partition and logicals (sfdisk), GPT (sgdisk)
 #              with named partitions, an ext2 filesystem in one; a
 #              bare ext2 filesystem; a protective MBR alone.
+#   update     the layout images, with patches (fuzz-update's format).
+#   follow     small images with protected files and guest write
+#              sequences (fuzz-follow's format), by fuzz/follow-seeds.py.
 #
 # With CORPUS (the e2fsprogs test images, ../shared/corpus/e2fsprogs),
 # its images of at most 2 MiB are decompressed into OUTDIR/e2fsprogs
@@ -210,6 +213,10 @@ with tempfile.TemporaryDirectory() as t:
 PY
 done
 
+# --- fuzz-follow: images and write sequences (fuzz/follow-seeds.py). ---
+python3 "$(dirname "$0")/follow-seeds.py" "$out" ||
+    echo "make-seeds: fuzz-follow's seeds failed: left out" >&2
+
 # --- The e2fsprogs corpus, referenced at run time. ---
 if [ -n "$corpus" ] && [ -d "$corpus" ]; then
     mkdir -p "$out/e2fsprogs"
@@ -235,4 +242,5 @@ if [ -n "$corpus" ] && [ -d "$corpus" ]; then
     done
 fi
 echo "make-seeds: layout $(ls "$out/layout" | wc -l), update $(ls "$out/update" | wc -l), jbd2 $(ls "$out/jbd2" | wc -l)," \
+     "follow $(ls "$out/follow" 2>/dev/null | wc -l)," \
      "partition $(ls "$out/partition" | wc -l)${corpus:+, e2fsprogs $(ls "$out/e2fsprogs" 2>/dev/null | wc -l)}"

@@ -26,6 +26,12 @@
 #include "writes.h"
 
 static struct device *device;   /* set by engine_start */
+/* protect= put the built-in protect handler in the chain (once).
+ * engine_stop unloads the chain, so it clears this too: an engine
+ * configured again after a stop (fuzz/fuzz-follow.c does, per input)
+ * gets the handler back.
+ */
+static bool protect_added;
 
 int
 engine_config (const char *key, const char *value)
@@ -40,10 +46,9 @@ engine_config (const char *key, const char *value)
   if (strcmp (key, "log-phases") == 0)
     return log_set_phases (value);
   if (strcmp (key, "protect") == 0) {
-    static bool added;
-    if (!added && handlers_add_builtin (&protect_handler, false) == -1)
+    if (!protect_added && handlers_add_builtin (&protect_handler, false) == -1)
       return -1;
-    added = true;
+    protect_added = true;
     return protect_add (value);
   }
   if (strcmp (key, "protect-mode") == 0)
@@ -153,6 +158,7 @@ engine_stop (void)
   /* The log first: lines still in its ring name handlers ("by"). */
   log_close ();
   handlers_unload ();
+  protect_added = false;
 }
 
 unsigned

@@ -35,6 +35,13 @@ struct follow_stats {
 /* Commit hold times kept for the percentiles (the newest ones). */
 #define HOLD_SAMPLES 16384
 
+/* Where a transaction followed here lies in the log: sequence, first
+ * block, and the block after its commit block.
+ */
+struct jtrack {
+  uint32_t seq, start, next;
+};
+
 /* One followed filesystem: a bare image, or one partition of a disk. */
 struct volume {
   unsigned partition;           /* 0: the whole device */
@@ -60,10 +67,21 @@ struct volume {
 
   /* The journal, when there is one we can follow. */
   bool journalled;
+  /* A journal whose superblock did not parse at start-up (at
+   * jsb_offset): not followed, so it must not become one that recovery
+   * would replay.
+   */
+  bool journal_unfollowed;
   struct fsev_jsuper js;
   uint64_t jsb_offset;          /* filesystem bytes */
   bool head_known;
   uint32_t head, head_seq;      /* where the next transaction starts */
+  /* Transactions followed here whose journal blocks have stayed in the
+   * live log ever since (in commit order): recovery that starts at one
+   * of them replays only what was decided (journal_tail_known).
+   */
+  struct jtrack *tracked;
+  size_t ntracked, tracked_cap;
 
   pthread_mutex_t pending_lock;
   struct pending pending;       /* filesystem offsets */
@@ -139,6 +157,8 @@ struct follow_plan {
   struct fsev_jsuper js;
   bool new_head;
   uint32_t head, head_seq;
+  struct jtrack *track;         /* the transactions decided here */
+  size_t ntrack;
   bool journal_clean;           /* give up what is still pending */
   uint64_t sequence;
   unsigned ntxns;
@@ -210,6 +230,15 @@ extern bool io_rewrites_committed (struct volume *vol, const struct io *io,
                                    const struct fsev_segment *seg);
 extern bool io_rewrites_live_log (struct volume *vol, const struct io *io,
                                   const struct fsev_segment *seg);
+/* The transactions followed in the live log (struct volume's tracked):
+ * add those of V[N] wholly inside it; keep only those still inside it
+ * (after a change of the tail, or of the head other than transactions
+ * appended there); are two superblocks' logs parsed alike?
+ */
+extern void journal_track (struct volume *vol, const struct jtrack *v, size_t n);
+extern void journal_prune (struct volume *vol);
+extern bool journal_same_format (const struct fsev_jsuper *a,
+                                 const struct fsev_jsuper *b);
 
 /* follow-plan.c */
 extern struct item *plan_new_item (struct follow_plan *p);

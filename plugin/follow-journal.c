@@ -86,6 +86,90 @@ in_live_log (const struct volume *vol, uint32_t jblk)
   return jblk >= tail || jblk < head;     /* the log wraps */
 }
 
+/* Are journal blocks START .. NEXT - 1 (a transaction, wrapping at the
+ * log's end) all inside the live log, in order from its tail?
+ */
+static bool
+txn_in_live_log (const struct volume *vol, uint32_t start, uint32_t next)
+{
+  uint32_t first = vol->js.first, end = vol->js.log_end;
+  if (end <= first || start < first || start >= end || next < first ||
+      next >= end)
+    return false;
+  uint32_t last = next == first ? end - 1 : next - 1;
+  if (!in_live_log (vol, start) || !in_live_log (vol, last))
+    return false;
+  /* Distances from the tail, around the log. */
+  uint64_t len = end - first, tail = vol->js.start - first;
+  uint64_t ds = (start - first + len - tail) % len;
+  uint64_t dl = (last - first + len - tail) % len;
+  return ds <= dl;
+}
+
+void
+journal_track (struct volume *vol, const struct jtrack *v, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    if (!txn_in_live_log (vol, v[i].start, v[i].next))
+      continue;
+    if (fsev_grow ((void **) &vol->tracked, &vol->tracked_cap,
+                   vol->ntracked + 1, sizeof *vol->tracked) == -1) {
+      vol->ntracked = 0;        /* forgotten: a tail there is read again */
+      return;
+    }
+    vol->tracked[vol->ntracked++] = v[i];
+  }
+}
+
+void
+journal_prune (struct volume *vol)
+{
+  size_t k = 0;
+  for (size_t i = 0; i < vol->ntracked; i++)
+    if (txn_in_live_log (vol, vol->tracked[i].start, vol->tracked[i].next))
+      vol->tracked[k++] = vol->tracked[i];
+  vol->ntracked = k;
+}
+
+/* Do A and B lay out and check the log alike (what fs/jbd2.c's parser
+ * reads them by; not INCOMPAT_REVOKE, which jbd2 sets at its first
+ * revoke record)?
+ */
+bool
+journal_same_format (const struct fsev_jsuper *a, const struct fsev_jsuper *b)
+{
+  return a->blocksize == b->blocksize && a->maxlen == b->maxlen &&
+    a->first == b->first && a->log_end == b->log_end &&
+    a->is_64bit == b->is_64bit && a->csum_v2 == b->csum_v2 &&
+    a->csum_v3 == b->csum_v3 && a->tag_bytes == b->tag_bytes &&
+    a->csum_seed == b->csum_seed;
+}
+
+/* Would recovery from the tail NJ names replay only what was decided
+ * here (as the plan P stands)?  Yes when the tail is where the next
+ * transaction starts (nothing to replay), or the start of a tracked
+ * transaction: from there on, recovery reads tracked transactions
+ * whose blocks nobody changed (io_rewrites_live_log refuses it) up to
+ * the head.
+ */
+static bool
+journal_tail_known (const struct volume *vol, const struct follow_plan *p,
+                    const struct fsev_jsuper *nj)
+{
+  if (!journal_same_format (&vol->js, nj))
+    return false;
+  bool head_known = p->new_head || vol->head_known;
+  uint32_t head = p->new_head ? p->head : vol->head;
+  uint32_t head_seq = p->new_head ? p->head_seq : vol->head_seq;
+  if (head_known && nj->start == head && nj->sequence == head_seq)
+    return true;
+  for (size_t i = 0; i < vol->ntracked; i++)
+    if (vol->tracked[i].seq == nj->sequence &&
+        vol->tracked[i].start == nj->start)
+      return true;
+  return false;
+}
+
 /* Does IO give any block piece of SEG other bytes than what WHAT says
  * it is compared with?  (True as well when that cannot be read.)
  */
@@ -213,12 +297,30 @@ io_has_commit_block (const struct volume *vol, const struct io *io,
   return false;
 }
 
+/* Is journal segment SEG wholly in the fast-commit area, as the journal
+ * superblock followed here has it?  The model's FSEV_SEG_JOURNAL_FC is
+ * not the answer: the model carves the area out as soon as the
+ * filesystem has the fast_commit feature (mke2fs reserves it), but
+ * jbd2 recovery reads the log up to s_maxlen until the journal's own
+ * flag is set (at mount): a commit block written there before would be
+ * replayed, unexamined (fuzz-follow found it:
+ * fuzz/regress/fuzz-follow/commit-in-unflagged-fc-area.bin).
+ */
+static bool
+seg_is_fast_commit (const struct volume *vol, const struct fsev_segment *seg)
+{
+  return (seg->flags & FSEV_SEG_JOURNAL_FC) &&
+    seg->position / vol->bs >= vol->js.log_end;
+}
+
 bool
 follow_segment_needs_exclusive (struct volume *vol, const struct io *io,
                                 const struct fsev_segment *seg)
 {
   if (seg->role == FSEV_ROLE_JOURNAL) {
-    if (!vol->journalled || (seg->flags & FSEV_SEG_JOURNAL_FC))
+    if (!vol->journalled)
+      return vol->journal_unfollowed && (seg->flags & FSEV_SEG_JOURNAL_SB);
+    if (seg_is_fast_commit (vol, seg))
       return false;             /* fast commits: followed at full commits */
     if (seg->flags & FSEV_SEG_JOURNAL_SB)
       return true;
@@ -358,6 +460,127 @@ prep_refuse (struct prep *pr, const char *why)
     pr->refuse_why = why;
 }
 
+/* TXN (PR's from now on) takes effect with this request: its copies
+ * go into the next overlay, the blocks it changes into the list the
+ * model update reads.  0, or -1 when out of memory (PR->oom).
+ */
+static int
+prep_add_txn (struct prep *pr, struct fsev_jtxn *txn)
+{
+  struct follow_plan *p = pr->p;
+  struct volume *vol = p->vol;
+  /* Found twice (its commit block, and a new tail that points at it):
+   * decided once.
+   */
+  for (size_t k = 0; k < pr->ntxns; k++)
+    if (pr->txns[k].sequence == txn->sequence &&
+        pr->txns[k].start == txn->start &&
+        pr->txns[k].commit_jblk == txn->commit_jblk) {
+      fsev_jtxn_free (txn);
+      return 0;
+    }
+  struct fsev_overlay *ov = plan_next_overlay (p);
+  if (ov == NULL ||
+      fsev_overlay_apply (ov, txn, view_jmap, &pr->jv, vol->layout->fs_blocks) == -1 ||
+      fsev_grow ((void **) &pr->txns, &pr->cap, pr->ntxns + 1,
+                 sizeof *pr->txns) == -1) {
+    fsev_jtxn_free (txn);
+    pr->oom = true;
+    return -1;
+  }
+  pr->txns[pr->ntxns++] = *txn;
+  for (size_t k = 0; k < txn->ntags; k++)
+    if (txn->tags[k].csum_ok)
+      prep_add_blocks (pr, txn->tags[k].fsblk, 1);
+  for (size_t k = 0; k < txn->nrevoked; k++)
+    prep_add_blocks (pr, txn->revoked[k], 1);
+  p->sequence = txn->sequence;
+  p->ntxns++;
+  return 0;
+}
+
+/* A deep copy of T into C: 0 or -1. */
+static int
+jtxn_copy (const struct fsev_jtxn *t, struct fsev_jtxn *c)
+{
+  *c = *t;
+  c->tags = NULL;
+  c->revoked = NULL;
+  if (t->ntags && (c->tags = malloc (t->ntags * sizeof *c->tags)) == NULL)
+    return -1;
+  if (t->nrevoked &&
+      (c->revoked = malloc (t->nrevoked * sizeof *c->revoked)) == NULL) {
+    free (c->tags);
+    return -1;
+  }
+  if (t->ntags)
+    memcpy (c->tags, t->tags, t->ntags * sizeof *c->tags);
+  if (t->nrevoked)
+    memcpy (c->revoked, t->revoked, t->nrevoked * sizeof *c->revoked);
+  return 0;
+}
+
+struct tail_walk {
+  struct prep *pr;
+  bool tracked;                 /* stopped at a tracked transaction */
+};
+
+static int
+tail_txn (const struct fsev_jtxn *txn, void *opaque)
+{
+  struct tail_walk *w = opaque;
+  const struct volume *vol = w->pr->p->vol;
+  for (size_t i = 0; i < vol->ntracked; i++)
+    if (vol->tracked[i].seq == txn->sequence &&
+        vol->tracked[i].start == txn->start) {
+      w->tracked = true;        /* from here on, decided already */
+      return -1;
+    }
+  struct fsev_jtxn c;
+  if (jtxn_copy (txn, &c) == -1) {
+    w->pr->oom = true;
+    return -1;
+  }
+  return prep_add_txn (w->pr, &c);
+}
+
+/* The guest wrote journal superblock NJ, whose tail (s_start,
+ * s_sequence) is not one journal_tail_known vouches for: what recovery
+ * would replay from there is read now and decided with this request,
+ * as a commit block's transaction is.  Without this a guest could let
+ * a harmless transaction commit, rewrite its logged copies once it was
+ * checkpointed (the log is no longer live there), then move the tail
+ * back onto it: recovery would replay the rewritten copies, which
+ * nobody decided (fuzz-follow's revive seeds found it; regression
+ * inputs fuzz/regress/fuzz-follow/revive-*).  Likewise a tail pointed
+ * at log blocks no commit block brought here, or a journal superblock
+ * that changes how the log is checked (checksum features, UUID).
+ */
+static void
+prep_walk_tail (struct prep *pr, const struct fsev_jsuper *nj)
+{
+  struct follow_plan *p = pr->p;
+  struct volume *vol = p->vol;
+  struct tail_walk w = { pr, false };
+  uint32_t next, next_seq;
+  int n = fsev_jbd2_walk (nj, view_jread, &pr->jv, tail_txn, &w, &next, &next_seq);
+  if (n < 0) {
+    if (!w.tracked && !pr->oom)
+      prep_refuse (pr, "the journal cannot be read from the tail its new "
+                   "superblock names");
+    return;
+  }
+  if (n > 0)
+    VDEBUG (vol, "journal: the new tail (block %" PRIu32 ", sequence %"
+            PRIu32 ") makes %d transactions replayable: decided now",
+            nj->start, nj->sequence, n);
+  if (n > 0 && !vol->head_known && !p->new_head) {
+    p->new_head = true;
+    p->head = next;
+    p->head_seq = next_seq;
+  }
+}
+
 int
 prep_segment (const struct fsev_segment *seg, void *opaque)
 {
@@ -382,8 +605,33 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
     }
     return 0;
   }
+  if (seg->role == FSEV_ROLE_JOURNAL && !vol->journalled &&
+      vol->journal_unfollowed && (seg->flags & FSEV_SEG_JOURNAL_SB)) {
+    /* The journal was not followed from start-up (its superblock did
+     * not parse).  Its log is then nobody's business as long as no
+     * recovery would read it; a superblock that parses would make it
+     * one (a guest writes a good superblock, then a transaction:
+     * jbd2 recovery replays it, undecided; fuzz-follow found it,
+     * fuzz/regress/fuzz-follow/unfollowed-journal-made-valid.bin).
+     * Following a journal from there is not done: refused.
+     */
+    char err[256];
+    struct fsev_jsuper nj;
+    unsigned char *buf = malloc (vol->bs);
+    if (buf == NULL) {
+      pr->oom = true;
+      return -1;
+    }
+    if (view_raw (pr->jv.v, buf, vol->bs, vol->jsb_offset) == -1 ||
+        fsev_jbd2_parse_super (buf, vol->bs, &nj, err, sizeof err) == 0)
+      prep_refuse (pr, "a write makes the journal superblock, which did not "
+                   "parse at start-up, one that parses: that journal is not "
+                   "followed");
+    free (buf);
+    return 0;
+  }
   if (seg->role != FSEV_ROLE_JOURNAL || !vol->journalled ||
-      (seg->flags & FSEV_SEG_JOURNAL_FC))
+      seg_is_fast_commit (vol, seg))
     return 0;
 
   if (seg->flags & FSEV_SEG_JOURNAL_SB) {
@@ -407,6 +655,11 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
       if (nj.maxlen != vol->js.maxlen || nj.first != vol->js.first ||
           nj.log_end != vol->js.log_end)
         pr->rescan = true;
+      /* What recovery would replay from the new tail must have been
+       * decided (prep_walk_tail).
+       */
+      if (nj.start != 0 && !journal_tail_known (vol, p, &nj))
+        prep_walk_tail (pr, &nj);
       p->new_js = true;
       p->js = nj;
       if (nj.start == 0)
@@ -417,10 +670,17 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
         p->head_seq = nj.sequence;
       }
     }
-    else
+    else {
       VDEBUG (vol, "journal: the guest wrote a journal superblock that "
               "does not parse (%s): kept the last good one",
               r == 0 ? err : "read error");
+      /* The model's journal areas are a scan's reading of the journal
+       * superblock on the image, which that scan may still take (it
+       * checks less than jbd2 does): scanned again, so that the model
+       * stays what a fresh scan makes of the committed view.
+       */
+      pr->rescan = true;
+    }
     free (buf);
     return 0;
   }
@@ -453,26 +713,12 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
       prep_refuse (pr, "a commit block whose transaction cannot be read");
       continue;
     }
-    struct fsev_overlay *ov = plan_next_overlay (p);
-    if (ov == NULL ||
-        fsev_overlay_apply (ov, &txn, view_jmap, &pr->jv, vol->layout->fs_blocks) == -1 ||
-        fsev_grow ((void **) &pr->txns, &pr->cap, pr->ntxns + 1,
-                   sizeof *pr->txns) == -1) {
-      fsev_jtxn_free (&txn);
-      pr->oom = true;
+    uint32_t txn_next = txn.next;
+    if (prep_add_txn (pr, &txn) == -1)
       return -1;
-    }
-    pr->txns[pr->ntxns++] = txn;
-    for (size_t k = 0; k < txn.ntags; k++)
-      if (txn.tags[k].csum_ok)
-        prep_add_blocks (pr, txn.tags[k].fsblk, 1);
-    for (size_t k = 0; k < txn.nrevoked; k++)
-      prep_add_blocks (pr, txn.revoked[k], 1);
     p->new_head = true;
-    p->head = txn.next;
+    p->head = txn_next;
     p->head_seq = seq + 1;
-    p->sequence = seq;
-    p->ntxns++;
   }
   return 0;
 }

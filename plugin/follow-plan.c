@@ -65,6 +65,7 @@ plan_free (struct follow_plan *p)
     free (p->items[i].data);
   }
   free (p->items);
+  free (p->track);
   fsev_overlay_free (p->ov);
   fsev_layout_free (p->L);
   pending_free (&p->kept);
@@ -538,6 +539,16 @@ follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
   fsev_layout_lookup (vol->layout, io->offset, io->count, prep_segment, &pr);
   if (pr.oom || p->oom)
     goto oom;
+  /* Where its transactions lie, for the volume's tracked list. */
+  if (pr.ntxns) {
+    p->track = malloc (pr.ntxns * sizeof *p->track);
+    if (p->track == NULL)
+      goto oom;
+    for (size_t t = 0; t < pr.ntxns; t++)
+      p->track[t] = (struct jtrack) { pr.txns[t].sequence, pr.txns[t].start,
+                                      pr.txns[t].next };
+    p->ntrack = pr.ntxns;
+  }
 
   int e;
   if (pr.refuse_why && plan_undecided (p, pr.refuse_why))
@@ -711,13 +722,28 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
           vol->named[ino / 8] |= 1u << (ino % 8);
       }
     }
-    if (p->new_js)
+    /* Transactions appended at the head leave the tracked ones (and
+     * themselves) in the live log; a new tail, or a head that moved
+     * any other way, may not: then every one is checked again.
+     */
+    bool appended = vol->head_known && p->ntrack > 0 &&
+      p->track[0].start == vol->head &&
+      (!p->new_head || p->head == p->track[p->ntrack - 1].next);
+    for (size_t t = 1; appended && t < p->ntrack; t++)
+      appended = p->track[t].start == p->track[t - 1].next;
+    if (p->new_js) {
+      if (!journal_same_format (&vol->js, &p->js))
+        vol->ntracked = 0;      /* read another way from now on */
       vol->js = p->js;
+    }
     if (p->new_head) {
       vol->head = p->head;
       vol->head_seq = p->head_seq;
       vol->head_known = true;
     }
+    if (p->new_js || (p->new_head && !appended))
+      journal_prune (vol);
+    journal_track (vol, p->track, p->ntrack);
     vol->stats.transactions += p->ntxns;
     pthread_mutex_lock (&vol->pending_lock);
     if (p->have_kept) {

@@ -76,6 +76,7 @@ static void
 volume_free (struct volume *vol)
 {
   pending_free (&vol->pending);
+  free (vol->tracked);
   free (vol->named);
   free (vol->hold_ns);
   fsev_updater_close (vol->updater);
@@ -86,6 +87,24 @@ volume_free (struct volume *vol)
   epoch_clear (&vol->epoch);
   pthread_mutex_destroy (&vol->epoch_lock);
   free (vol);
+}
+
+/* Start-up recovery: the transactions replayed are followed ones
+ * (tracked once the live log they lie in is known).
+ */
+struct replay {
+  struct jview jv;
+  struct jtrack *v;
+  size_t n, cap;
+};
+
+static int
+replay_and_note (const struct fsev_jtxn *txn, void *opaque)
+{
+  struct replay *r = opaque;
+  if (fsev_grow ((void **) &r->v, &r->cap, r->n + 1, sizeof *r->v) == 0)
+    r->v[r->n++] = (struct jtrack) { txn->sequence, txn->start, txn->next };
+  return view_replay_txn (txn, &r->jv);
 }
 
 struct volume *
@@ -146,7 +165,10 @@ follow_init (struct device *dev, unsigned partition, uint64_t offset,
      */
     free (buf);
     VDEBUG (vol, "the journal cannot be followed (%s): metadata writes "
-            "are the commit points", err);
+            "are the commit points; a journal superblock that parses "
+            "will be refused", err);
+    vol->journal_unfollowed = true;
+    vol->jsb_offset = pblk * vol->bs;
     return vol;
   }
   free (buf);
@@ -163,10 +185,12 @@ follow_init (struct device *dev, unsigned partition, uint64_t offset,
     return vol;
 
   /* Recovery is replayed into the overlay, never into the image. */
-  struct jview jv = { .v = &v, .L = L };
+  struct replay rp = { .jv = { .v = &v, .L = L } };
   uint32_t next, next_seq;
-  int n = fsev_jbd2_walk (&vol->js, view_jread, &jv, view_replay_txn, &jv, &next, &next_seq);
+  int n = fsev_jbd2_walk (&vol->js, view_jread, &rp.jv, replay_and_note, &rp,
+                          &next, &next_seq);
   if (n < 0) {
+    free (rp.v);
     nbdkit_error ("cannot replay the journal");
     volume_free (vol);
     return NULL;
@@ -174,6 +198,8 @@ follow_init (struct device *dev, unsigned partition, uint64_t offset,
   vol->head = next;
   vol->head_seq = next_seq;
   vol->head_known = true;
+  journal_track (vol, rp.v, rp.n);
+  free (rp.v);
   VDEBUG (vol, "journal: %d committed transactions replayed into the "
           "committed view (%zu blocks)", n, vol->overlay->n);
   if (vol->overlay->n) {

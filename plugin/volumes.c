@@ -132,6 +132,31 @@ follow_one (struct device *dev, unsigned partition, uint64_t offset,
     return 0;
   }
 
+  /* The kernel does not mount a filesystem whose first inode that is
+   * not reserved lies outside 11..s_inodes_count; nor may we follow
+   * one.  The model would name files in inodes below it, which the
+   * namespace diff does not watch (reserved inodes): their changes
+   * would go undecided, and e2fsck from a backup superblock would
+   * bring them back (fuzz-follow found it:
+   * fuzz/regress/fuzz-follow/first-ino-past-inodes.bin).
+   */
+  if (fsinfo.first_ino < EXT2_GOOD_OLD_FIRST_INO ||
+      fsinfo.first_ino > fsinfo.inodes_count) {
+    if (strict) {
+      nbdkit_error ("%s: the superblock's first inode %" PRIu32 " lies "
+                    "outside %d..%" PRIu32 " (the kernel would not mount "
+                    "it: repair it with e2fsck first)", name,
+                    fsinfo.first_ino, EXT2_GOOD_OLD_FIRST_INO,
+                    fsinfo.inodes_count);
+      return -1;
+    }
+    warning ("%s: the superblock's first inode %" PRIu32 " lies outside "
+             "%d..%" PRIu32 " (not followed: its writes pass unwatched)",
+             name, fsinfo.first_ino, EXT2_GOOD_OLD_FIRST_INO,
+             fsinfo.inodes_count);
+    return 0;
+  }
+
   nbdkit_debug ("%s: %s, block size %u%s, %" PRIu64 " blocks "
                 "(%" PRIu64 " free), %" PRIu32 " inodes (%" PRIu32 " free), "
                 "%" PRIu32 " groups, uuid %s%s%s",
@@ -282,6 +307,7 @@ volumes_stop (void)
   free (vols);
   vols = NULL;
   nvols = vols_cap = 0;
+  min_block_size = 0;           /* a later start measures again */
 }
 
 size_t volumes_count (void) { return nvols; }

@@ -337,6 +337,21 @@ parts_lock (struct part *parts, size_t n, struct conn *conn, bool count)
     parts_unlock (parts, n);
     count = false;              /* counted already */
   }
+  /* The in-place events are named now, with the model the request
+   * found: a commit point's plan may update the model in place (the
+   * same request may remove the very names these bytes were written
+   * under, and the events must still carry them; fuzz-follow found
+   * in-place writes to a protected file named "" that way).
+   */
+  for (size_t i = 0; i < n; i++) {
+    const struct fsev_layout *layout = follow_layout (parts[i].vol);
+    for (size_t k = 0; k < parts[i].c.n; k++)
+      if (name_event (layout, &parts[i].c.events[k]) == -1) {
+        parts_unlock (parts, n);
+        nbdkit_error ("out of memory for write events");
+        return ENOMEM;
+      }
+  }
   for (size_t i = 0; i < n; i++) {
     if (!parts[i].exclusive)
       continue;
@@ -472,14 +487,8 @@ handle_parts (struct conn *conn, const struct io *io, struct part *parts,
   /* Before: every handler decides every event; the first veto wins. */
   for (size_t i = 0; i < n && veto == 0; i++) {
     struct collect *c = &parts[i].c;
-    const struct fsev_layout *layout = follow_layout (parts[i].vol);
     for (size_t k = 0; k < c->n && veto == 0; k++) {
       struct event *e = &c->events[k];
-      if (name_event (layout, e) == -1) {
-        nbdkit_error ("out of memory for write events");
-        veto = ENOMEM;
-        break;
-      }
       handlers_before_write (&e->ev, conn->contexts);
       veto = e->ev.result_code;
       log_event (&lb, &e->ev);
