@@ -172,8 +172,13 @@ attr_changes (const struct fsev_inode *a, const struct fsev_inode *b)
   if (a->mode != b->mode) c |= FSEV_ATTR_MODE;
   if (a->uid != b->uid) c |= FSEV_ATTR_UID;
   if (a->gid != b->gid) c |= FSEV_ATTR_GID;
-  /* Only flags users set (chattr): the kernel flips the rest itself. */
-  if ((a->flags ^ b->flags) & EXT2_FL_USER_MODIFIABLE) c |= FSEV_ATTR_FLAGS;
+  /* Only flags users set (chattr, and the ioctls that make a file
+   * fs-verity or encrypted, which change how its bytes read): the
+   * kernel flips the rest itself.
+   */
+  if ((a->flags ^ b->flags) &
+      (EXT2_FL_USER_MODIFIABLE | EXT4_VERITY_FL | EXT4_ENCRYPT_FL))
+    c |= FSEV_ATTR_FLAGS;
   if (a->atime != b->atime || a->atime_ns != b->atime_ns) c |= FSEV_ATTR_ATIME;
   if (a->mtime != b->mtime || a->mtime_ns != b->mtime_ns) c |= FSEV_ATTR_MTIME;
   if (a->ctime != b->ctime || a->ctime_ns != b->ctime_ns) c |= FSEV_ATTR_CTIME;
