@@ -655,6 +655,20 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
       if (nj.maxlen != vol->js.maxlen || nj.first != vol->js.first ||
           nj.log_end != vol->js.log_end)
         pr->rescan = true;
+      /* And they are a scan's reading of the superblock on the image:
+       * when what this write replaces did not parse (a guest wrote a
+       * broken one, kept out of vol->js but read by the scans since),
+       * the model is scanned again even if the new one equals the last
+       * good one (fuzz-follow found it:
+       * fuzz/regress/fuzz-follow/jsb-valid-again-model-check.bin).
+       */
+      else {
+        struct view before = { .vol = vol };
+        struct fsev_jsuper oj;
+        if (view_raw (&before, buf, vol->bs, vol->jsb_offset) == -1 ||
+            fsev_jbd2_parse_super (buf, vol->bs, &oj, err, sizeof err) == -1)
+          pr->rescan = true;
+      }
       /* What recovery would replay from the new tail must have been
        * decided (prep_walk_tail).
        */
