@@ -995,7 +995,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   unsigned g = (flags >> 1) & 3;
   struct regions reg = { 0 };
   struct device dev = {
-    .name = "fuzz", .size = (int64_t) dev_size, .writable = true,
+    .name = "fuzz", .size = (int64_t) dev_size, .writable = true, .fd = -1,
     .pread = mem_pread, .pwrite = mem_pwrite, .zero = mem_zero,
     .trim = mem_trim, .flush = mem_flush, .opaque = &m,
   };

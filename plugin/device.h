@@ -16,6 +16,7 @@ struct device {
   const char *name;             /* for messages: the image, or "the plugin" */
   int64_t size;                 /* bytes */
   bool writable;
+  int fd;                       /* the plugin's image file; -1 in the filter */
 
   int (*pread) (struct device *d, void *buf, uint32_t count, uint64_t offset);
   int (*pwrite) (struct device *d, const void *buf, uint32_t count,

@@ -45,6 +45,8 @@ engine_config (const char *key, const char *value)
     return log_open (value);
   if (strcmp (key, "log-phases") == 0)
     return log_set_phases (value);
+  if (strcmp (key, "log-sync") == 0)
+    return log_set_sync (value);
   if (strcmp (key, "protect") == 0) {
     if (!protect_added && handlers_add_builtin (&protect_handler, false) == -1)
       return -1;
@@ -130,6 +132,8 @@ engine_start (struct device *dev)
   device = dev;
   nbdkit_debug ("%s: %" PRIi64 " bytes, %s", dev->name, dev->size,
                 dev->writable ? "read-write" : "read-only");
+  if (log_check_sync (dev->fd) == -1)
+    return -1;
   writes_init (dev);
   if (volumes_start (dev) == -1)
     return -1;
@@ -241,8 +245,10 @@ engine_flush (struct conn *c)
   if (volumes_any_held () && writes_commit_epochs (c) == -1)
     return -1;
   /* The log's lines are durable when the flush returns, like the data:
-   * both are synced side by side.
+   * both are synced side by side, or by one syncfs (log-sync=fs).
    */
+  if (log_flush_is_syncfs ())
+    return log_syncfs ();
   uint64_t ticket;
   if (log_sync_start (&ticket) == -1)
     return -1;

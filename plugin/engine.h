@@ -26,6 +26,7 @@ extern int engine_config_complete (void);
   "handler=PATH.so      Load a handler (repeatable); NAME.KEY=VALUE configures it.\n" \
   "log=FILE|-           Log every event as JSON Lines.\n" \
   "log-phases=after|both  One line per event (default), or before and after.\n" \
+  "log-sync=flush|fs|none  How a flush makes the log durable (default flush).\n" \
   "protect=GLOB         Deny every change to matching paths (repeatable).\n" \
   "protect-mode=enforce|audit  audit: log what protect= would deny, allow it.\n" \
   "python=FILE.py       A handler written in Python (repeatable); python.KEY=VALUE.\n" \

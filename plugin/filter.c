@@ -181,7 +181,7 @@ fsevent_after_fork (nbdkit_backend *backend)
   }
   device = (struct device) {
     .name = "the plugin below",
-    .size = size, .writable = below->can_write (below) == 1,
+    .size = size, .writable = below->can_write (below) == 1, .fd = -1,
     .pread = dev_pread, .pwrite = dev_pwrite, .zero = dev_zero,
     .trim = dev_trim, .flush = dev_flush,
   };

@@ -122,6 +122,7 @@ fsevent_get_ready (void)
                 image.is_block ? "block device" : "regular file");
   device = (struct device) {
     .name = filename, .size = image.size, .writable = image.writable,
+    .fd = image.fd,
     .pread = dev_pread, .pwrite = dev_pwrite, .zero = dev_zero,
     .trim = dev_trim, .flush = dev_flush, .opaque = &image,
   };

@@ -13,6 +13,22 @@ extern int log_open (const char *path);     /* "-" is stderr */
  * is known) or both (a before line with the decision too).
  */
 extern int log_set_phases (const char *value);
+/* log-sync=flush (the default: every NBD flush fdatasyncs the log
+ * beside the device), fs (one syncfs(2) of the filesystem that holds
+ * both the log and the plugin's image) or none (lines are written, the
+ * kernel's writeback makes them durable).
+ */
+extern int log_set_sync (const char *value);
+/* At start: IMAGE_FD is the plugin's image, or -1 for the filter's
+ * layer below.  log-sync=fs needs the image on the log's filesystem.
+ */
+extern int log_check_sync (int image_fd);
+/* log-sync=fs is in force: a flush is log_syncfs() and nothing else. */
+extern bool log_flush_is_syncfs (void);
+/* Write every line numbered so far, then syncfs(2) the log's (and the
+ * image's) filesystem.  0, or -1 with the error reported.
+ */
+extern int log_syncfs (void);
 /* Start the writer thread (after nbdkit's fork). */
 extern int log_start (void);
 extern void log_close (void);
