@@ -20,6 +20,7 @@
 
 #include <ext2fs/ext2fs.h>
 
+#include "crc32c.h"
 #include "jbd2.h"
 #include "util.h"
 
@@ -122,7 +123,7 @@ be32 (uint32_t x)
 static uint32_t
 crc32c (uint32_t seed, const void *p, size_t n)
 {
-  return ext2fs_crc32c_le (seed, p, n);
+  return fsev_crc32c (seed, p, n);
 }
 
 /* crc32c of a whole block with the 4 bytes at OFF taken as zero,

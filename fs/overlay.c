@@ -304,6 +304,33 @@ first_src (const struct fsev_overlay *o, uint64_t b)
 }
 
 bool
+fsev_overlay_covers (const struct fsev_overlay *o, uint64_t offset,
+                     uint64_t count)
+{
+  const uint64_t bs = o->block_size;
+  if (o->n == 0 || count == 0)
+    return false;
+  uint64_t first = offset / bs, last = (offset + count - 1) / bs;
+  if (last - first >= o->n)
+    return false;
+  size_t lo = 0, hi = o->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (o->e[mid].fsblk < first)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  /* One entry per block, sorted: covered when the entries run on
+   * without a gap from FIRST to LAST.
+   */
+  for (uint64_t b = first; b <= last; b++, lo++)
+    if (lo >= o->n || o->e[lo].fsblk != b)
+      return false;
+  return true;
+}
+
+bool
 fsev_overlay_refers (const struct fsev_overlay *o, uint64_t offset,
                      uint64_t count)
 {

@@ -74,6 +74,11 @@ extern int fsev_overlay_patch (const struct fsev_overlay *o,
                                void *buf, size_t count, uint64_t offset);
 
 /* True if an entry's copy lies in device bytes [OFFSET, OFFSET+COUNT). */
+/* Every block of [OFFSET, OFFSET + COUNT) has a committed copy: a read
+ * of the committed view there needs nothing from the image.
+ */
+extern bool fsev_overlay_covers (const struct fsev_overlay *o,
+                                 uint64_t offset, uint64_t count);
 extern bool fsev_overlay_refers (const struct fsev_overlay *o,
                                  uint64_t offset, uint64_t count);
 /* Give those entries private copies (read through READ), before the

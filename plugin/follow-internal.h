@@ -112,7 +112,24 @@ struct view {
   const struct io *io;          /* a request not yet in the image, or NULL */
   const struct fsev_overlay *ov;/* NULL: the raw image (and request) */
   bool with_epoch;              /* ext2: the held metadata on top */
+  struct vcache *cache;         /* the request's block cache, or NULL */
 };
+
+/* Whole blocks of the device one commit point has read, as read (before
+ * the epoch, the request or the overlay are put on top): the journal
+ * parse reads a transaction's blocks, and the committed view reads the
+ * same logged copies again; each pread costs a system call.  Lives in
+ * follow_prepare only, where nothing writes the device, and is shared
+ * by its views.  Full: reads go to the device.
+ */
+#define VCACHE_BYTES (128u * 1024)
+struct vcache {
+  unsigned bs, n, cap;          /* cap = VCACHE_BYTES / bs blocks */
+  uint64_t *off;                /* volume offsets of the blocks held */
+  unsigned char *data;          /* cap blocks; NULL until first used */
+  uint64_t hits, reads;
+};
+extern void vcache_free (struct vcache *c);
 
 struct jview {
   struct view *v;

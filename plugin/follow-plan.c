@@ -524,13 +524,14 @@ follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
   p->conn = conn;
   if (fsevent_debug_commit_timing)
     p->t_start = follow_now_ns ();
-  struct view raw = { .vol = vol, .io = io };
+  struct vcache vc = { 0 };
+  struct view raw = { .vol = vol, .io = io, .cache = &vc };
   struct prep pr = { .p = p, .io = io, .jv = { .v = &raw, .L = vol->layout } };
 
   /* Journal blocks the overlay still needs get copies before the guest
    * overwrites them (the old content: the image without this request).
    */
-  struct view old = { .vol = vol };
+  struct view old = { .vol = vol, .cache = &vc };
   if (fsev_overlay_refers (vol->overlay, io->offset, io->count) &&
       fsev_overlay_materialize (vol->overlay, view_raw, &old, io->offset,
                                 io->count) == -1)
@@ -556,11 +557,12 @@ follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
   else if (!vol->journalled && pr.meta_changed)
     e = plan_hold (p, &pr, io);      /* decided at the guest's flush */
   else {
-    struct view oldv = { .vol = vol, .ov = vol->overlay };
+    struct view oldv = { .vol = vol, .ov = vol->overlay, .cache = &vc };
     struct view cv = { .vol = vol, .io = io,
-                       .ov = p->ov ? p->ov : vol->overlay };
+                       .ov = p->ov ? p->ov : vol->overlay, .cache = &vc };
     e = plan_decide (p, &pr, &oldv, &cv);
   }
+  vcache_free (&vc);
   for (size_t t = 0; t < pr.ntxns; t++)
     fsev_jtxn_free (&pr.txns[t]);
   free (pr.txns);
@@ -575,6 +577,7 @@ follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
   return p;
 
  oom:
+  vcache_free (&vc);
   for (size_t t = 0; t < pr.ntxns; t++)
     fsev_jtxn_free (&pr.txns[t]);
   free (pr.txns);

@@ -54,12 +54,105 @@ follow_remember_names (struct volume *vol, const struct fsev_layout *L)
 /* --- Reading the views. --- */
 
 
+/* --- The request's block cache (see struct vcache). --- */
+
+static const unsigned char *
+vcache_find (const struct vcache *c, uint64_t offset)
+{
+  for (unsigned i = 0; i < c->n; i++)
+    if (c->off[i] == offset)
+      return c->data + (size_t) i * c->bs;
+  return NULL;
+}
+
+static bool
+vcache_ready (struct vcache *c, unsigned bs)
+{
+  if (c->data)
+    return true;
+  if (bs == 0 || bs > VCACHE_BYTES / 2)
+    return false;
+  c->bs = bs;
+  c->cap = VCACHE_BYTES / bs;
+  c->data = malloc ((size_t) c->cap * bs);
+  c->off = malloc (c->cap * sizeof *c->off);
+  if (c->data == NULL || c->off == NULL) {
+    free (c->data);
+    free (c->off);
+    c->data = NULL;
+    c->off = NULL;
+    c->cap = 0;
+    return false;               /* no cache: reads go to the device */
+  }
+  return true;
+}
+
+/* Read N whole blocks at volume offset OFFSET into the cache with one
+ * device read, those not held already: 0, or -1 when they do not fit
+ * (then nothing is read) or the read fails.
+ */
+static int
+vcache_fill (struct vcache *c, struct volume *vol, uint64_t offset, unsigned n)
+{
+  if (n == 0 || c->cap - c->n < n)
+    return -1;
+  unsigned char *at = c->data + (size_t) c->n * c->bs;
+  if (device_read (vol->dev, at, (uint64_t) n * c->bs, vol->offset + offset) == -1)
+    return -1;
+  c->reads++;
+  for (unsigned i = 0; i < n; i++) {
+    uint64_t o = offset + (uint64_t) i * c->bs;
+    if (vcache_find (c, o))
+      continue;                 /* the copy read first stays */
+    if (c->data + (size_t) c->n * c->bs != at + (size_t) i * c->bs)
+      memmove (c->data + (size_t) c->n * c->bs, at + (size_t) i * c->bs, c->bs);
+    c->off[c->n++] = o;
+  }
+  return 0;
+}
+
+void
+vcache_free (struct vcache *c)
+{
+  if (c->data && fsevent_debug_commit_timing)
+    nbdkit_debug ("commit: block cache: %u blocks, %" PRIu64 " reads, %"
+                  PRIu64 " hits", c->n, c->reads, c->hits);
+  free (c->data);
+  free (c->off);
+  c->data = NULL;
+  c->off = NULL;
+  c->n = c->cap = 0;
+}
+
+/* The device's bytes for a read of a view: whole blocks through the
+ * cache when the view has one.
+ */
+static int
+view_device_read (const struct view *v, void *buf, size_t count, uint64_t offset)
+{
+  struct vcache *c = v->cache;
+  unsigned bs = v->vol->bs;
+  if (c && count == bs && offset % bs == 0 && vcache_ready (c, bs)) {
+    const unsigned char *hit = vcache_find (c, offset);
+    if (hit) {
+      c->hits++;
+      memcpy (buf, hit, bs);
+      return 0;
+    }
+    if (vcache_fill (c, v->vol, offset, 1) == 0) {
+      memcpy (buf, c->data + (size_t) (c->n - 1) * bs, bs);
+      return 0;
+    }
+  }
+  return device_read (v->vol->dev, buf, count, v->vol->offset + offset);
+}
+
 /* The image with the request's bytes on top. */
 int
 view_raw (void *opaque, void *buf, size_t count, uint64_t offset)
 {
   const struct view *v = opaque;
-  if (device_read (v->vol->dev, buf, count, v->vol->offset + offset) == -1)
+  if (view_device_read (v, buf, count, offset) == -1)
     return -1;
   if (v->with_epoch)
     epoch_patch (&v->vol->epoch, buf, count, offset);
@@ -84,7 +177,11 @@ int
 view_committed (void *opaque, void *buf, size_t count, uint64_t offset)
 {
   const struct view *v = opaque;
-  if (view_raw (opaque, buf, count, offset) == -1)
+  /* Blocks the overlay holds whole come from the journal alone: the
+   * image's bytes under them would only be overwritten.
+   */
+  if (!(v->ov && fsev_overlay_covers (v->ov, offset, count)) &&
+      view_raw (opaque, buf, count, offset) == -1)
     return -1;
   if (v->ov && fsev_overlay_patch (v->ov, view_raw, opaque, buf, count,
                                    offset) == -1)
@@ -102,7 +199,24 @@ view_jread (void *opaque, uint32_t jblk, void *buf)
     errno = EIO;
     return -1;
   }
-  return view_raw (j->v, buf, j->v->vol->bs, pblk * j->v->vol->bs);
+  struct vcache *c = j->v->cache;
+  const unsigned bs = j->v->vol->bs;
+  if (c && vcache_ready (c, bs) && !vcache_find (c, pblk * bs)) {
+    /* A transaction is read in log order: read ahead the blocks that
+     * follow this one on the device, up to 8 (a small transaction in
+     * one system call; more would copy what is not asked for).
+     */
+    const struct volume *vol = j->v->vol;
+    unsigned n = 1;
+    while (n < 8 && jblk + n < vol->js.log_end &&
+           fsev_layout_journal_pblk (j->L, jblk + n) == pblk + n &&
+           !vcache_find (c, (pblk + n) * bs))
+      n++;
+    while (n > 1 && c->cap - c->n < n)
+      n--;
+    (void) vcache_fill (c, j->v->vol, pblk * bs, n);  /* else read below */
+  }
+  return view_raw (j->v, buf, bs, pblk * bs);
 }
 
 uint64_t

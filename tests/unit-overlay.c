@@ -367,6 +367,19 @@ START_TEST (test_overlay_refers_materialize)
   /* The home blocks are not copies. */
   ck_assert (!fsev_overlay_refers (o, 3 * BS, BS));
 
+  /* Which home ranges the overlay holds whole: blocks 3, 4, 6, 8. */
+  ck_assert (fsev_overlay_covers (o, 3 * BS, BS));
+  ck_assert (fsev_overlay_covers (o, 3 * BS, 2 * BS));
+  ck_assert (fsev_overlay_covers (o, 3 * BS + 7, 2 * BS - 7));
+  ck_assert (fsev_overlay_covers (o, 8 * BS + BS - 1, 1));
+  ck_assert (!fsev_overlay_covers (o, 3 * BS, 2 * BS + 1));   /* 5 is not */
+  ck_assert (!fsev_overlay_covers (o, 5 * BS, BS));
+  ck_assert (!fsev_overlay_covers (o, 6 * BS, 3 * BS));       /* nor 7 */
+  ck_assert (!fsev_overlay_covers (o, 3 * BS - 1, 2));        /* nor 2 */
+  ck_assert (!fsev_overlay_covers (o, 9 * BS, BS));
+  ck_assert (!fsev_overlay_covers (o, 0, 100 * BS));
+  ck_assert (!fsev_overlay_covers (o, 3 * BS, 0));
+
   /* Nothing there: nothing read, nothing copied. */
   d.reads = 0;
   ck_assert_int_eq (fsev_overlay_materialize (o, dev_read, &d, J + 2 * BS,
