@@ -579,6 +579,7 @@ def cmd_check(a):
             errs.append("log: %s event without a path: %s" % (e["event"], e))
             continue
         gone = False
+        hist = [p]                      # every path it has had
         # Within one transaction, unlink and delete name what they
         # removed as it was named before the transaction (a delete
         # comes after a rename of its directory in the same commit).
@@ -596,8 +597,26 @@ def cmd_check(a):
                     q == n or q.startswith(n + "/") for q in (p, p_txn) for n in names):
                 gone = True
                 break
-            if later["event"] == "rename" and (p == f0 or p.startswith(f0 + "/")):
+            if later["event"] != "rename":
+                continue
+            if p == f0 or p.startswith(f0 + "/"):
                 p = later["new_file"] + p[len(f0):]
+            else:
+                # Within one commit (an ext2 flush carries many) a rename
+                # names what it moves as it was named before the commit:
+                # the name may be one this path had earlier (the file
+                # itself, same inode) or below a directory it was in.
+                for h in reversed(hist):
+                    if h == f0 and later.get("ino") == e.get("ino"):
+                        p = later["new_file"]
+                        break
+                    suffix = h[len(f0):]
+                    if h.startswith(f0 + "/") and p.endswith(suffix):
+                        p = later["new_file"] + suffix
+                        break
+                else:
+                    continue
+            hist.append(p)
         if gone:
             continue
         checked += 1
