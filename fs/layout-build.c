@@ -66,6 +66,7 @@ struct builder {
   bool cur_dir_outside;         /* a block of this directory was ignored */
   uint64_t steps, max_steps;
   bool stale_dir;               /* the directory being read is not one */
+  bool journal_seen;            /* the inode scan met the journal inode */
 };
 
 static void __attribute__ ((format (printf, 2, 3)))
@@ -552,7 +553,10 @@ map_inode (struct builder *b, ext2_ino_t ino, struct ext2_inode *inode)
   bool is_dir = LINUX_S_ISDIR (inode->i_mode);
   uint64_t xblk = ext2fs_file_acl_block (fs, inode);
 
-  if (ino != EXT2_BAD_INO && inode->i_mode == 0 && inode->i_links_count == 0)
+  if (ino == b->journal_ino)
+    b->journal_seen = true;
+  else if (ino != EXT2_BAD_INO && inode->i_mode == 0 &&
+           inode->i_links_count == 0)
     return;                     /* allocated in the bitmap but empty */
   record_inode (b, ino, (const struct ext2_inode_large *) inode);
 
@@ -570,7 +574,13 @@ map_inode (struct builder *b, ext2_ino_t ino, struct ext2_inode *inode)
   if (xblk)
     add_xattr_owner (b, xblk, ino);
 
-  if (!ext2fs_inode_has_valid_blocks2 (fs, inode))
+  /* The journal inode is mapped whatever its mode, links or bitmap bit
+   * say: recovery finds the journal through the superblock and reads
+   * its blocks by bmap, and not every recoverer checks the rest
+   * (fuzz-follow: a journal inode of mode 0 was no journal to the model,
+   * while a transaction logged in its blocks was replayed by recovery).
+   */
+  if (ino != b->journal_ino && !ext2fs_inode_has_valid_blocks2 (fs, inode))
     return;                     /* fast symlink, inline data, device, ... */
 
   b->cur_ino = ino;
@@ -646,8 +656,11 @@ scan_inodes (struct builder *b)
       break;
     if (ino > fs->super->s_inodes_count)
       break;
-    /* The inode bitmap says which inodes are in use. */
-    if (fs->inode_map && !ext2fs_test_inode_bitmap2 (fs->inode_map, ino))
+    /* The inode bitmap says which inodes are in use (the journal's is,
+     * whatever it says).
+     */
+    if (fs->inode_map && !ext2fs_test_inode_bitmap2 (fs->inode_map, ino) &&
+        ino != b->journal_ino)
       continue;
     map_inode (b, ino, (struct ext2_inode *) inode);
   }
@@ -991,6 +1004,14 @@ fsev_layout_build (const struct fsev_source *src,
     add_run (&b, sb->s_mmp_block, 1, FSEV_ROLE_MMP, 0, 0, 0);
   read_journal_superblock (&b);
   scan_inodes (&b);
+  if (b.journal_ino && !b.journal_seen && !b.oom) {
+    /* Hidden from the scan by its group's lazy-init fields: read it. */
+    struct ext2_inode_large jin;
+    memset (&jin, 0, sizeof jin);
+    if (ext2fs_read_inode_full (b.fs, b.journal_ino, (struct ext2_inode *) &jin,
+                                sizeof jin) == 0)
+      map_inode (&b, b.journal_ino, (struct ext2_inode *) &jin);
+  }
   map_xattr_blocks (&b);
   if (!b.oom)
     scan_names (&b);

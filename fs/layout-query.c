@@ -6,6 +6,7 @@
 #include <config.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "layout-internal.h"
@@ -378,6 +379,40 @@ fsev_layout_names (const struct fsev_layout *L, uint32_t ino,
     };
   }
   return count;
+}
+
+struct fsev_journal_place {
+  uint32_t ino;
+  size_t n;
+  struct journal_extent x[];
+};
+
+struct fsev_journal_place *
+fsev_layout_journal_place (const struct fsev_layout *L)
+{
+  struct fsev_journal_place *p =
+    malloc (sizeof *p + L->njextents * sizeof p->x[0]);
+  if (p == NULL)
+    return NULL;
+  p->ino = L->journal_ino;
+  p->n = L->njextents;
+  if (p->n)
+    memcpy (p->x, L->jextents, p->n * sizeof p->x[0]);
+  return p;
+}
+
+bool
+fsev_journal_place_same (const struct fsev_journal_place *p,
+                         const struct fsev_layout *L)
+{
+  return p->ino == L->journal_ino && p->n == L->njextents &&
+    (p->n == 0 || memcmp (p->x, L->jextents, p->n * sizeof p->x[0]) == 0);
+}
+
+void
+fsev_journal_place_free (struct fsev_journal_place *p)
+{
+  free (p);
 }
 
 uint32_t

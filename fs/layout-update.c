@@ -346,6 +346,10 @@ inode_visible (struct upd *d, const struct fsev_source *v, uint32_t ino,
   uint32_t idx = (ino - 1) % ipg;
   struct gdesc gd;
   *yes = false;
+  if (ino == L->journal_ino) {
+    *yes = true;                /* as the scan: whatever the bitmap says */
+    return 0;
+  }
   if (read_desc (d, v, g, &gd) == -1) {
     rescan (d, "group %u: its descriptor does not read", g);
     return -1;

@@ -149,6 +149,16 @@ struct fsev_name {
 extern unsigned fsev_layout_names (const struct fsev_layout *layout, uint32_t ino,
                                    struct fsev_name *names, unsigned max);
 
+/* Where the model places the journal (its inode and its blocks), copied
+ * so that a commit can tell whether it moved, appeared or went away.
+ */
+struct fsev_journal_place;
+extern struct fsev_journal_place *
+fsev_layout_journal_place (const struct fsev_layout *layout);
+extern bool fsev_journal_place_same (const struct fsev_journal_place *p,
+                                     const struct fsev_layout *layout);
+extern void fsev_journal_place_free (struct fsev_journal_place *p);
+
 /* The journal inode (0 for none), and the device block of its logical
  * block JBLK (0 when it is not mapped).
  */

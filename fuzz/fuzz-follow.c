@@ -113,7 +113,8 @@
  * FUZZ_FOLLOW_DEBUG=1 in the environment prints, for a replayed input,
  * the engine's messages and each request with its outcome;
  * FUZZ_FOLLOW_DUMP=PREFIX writes the device and the committed view at
- * a finding into PREFIX.dev and PREFIX.view; FUZZ_FOLLOW_LOG=FILE
+ * a finding into PREFIX.dev and PREFIX.view (and the device before the
+ * first request into PREFIX.start); FUZZ_FOLLOW_LOG=FILE
  * gives the engine log=FILE (both phases); FUZZ_FOLLOW_TIMING=1 (with
  * FUZZ_FOLLOW_DEBUG) says what each commit point re-read.
  */
@@ -1011,6 +1012,16 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   fsevent_debug_check = (flags & 8) != 0;
   /* -D fsevent.commit_timing=1 (what each commit re-read), for debugging. */
   fsevent_debug_commit_timing = debug > 0 && getenv ("FUZZ_FOLLOW_TIMING");
+  if (debug && getenv ("FUZZ_FOLLOW_DUMP")) {
+    /* The device before the first request, beside a finding's dump. */
+    char path[4096];
+    snprintf (path, sizeof path, "%s.start", getenv ("FUZZ_FOLLOW_DUMP"));
+    FILE *f = fopen (path, "w");
+    if (f && fwrite (m.b, 1, m.size, f) == m.size)
+      dbg ("fuzz-follow: wrote %s\n", path);
+    if (f)
+      fclose (f);
+  }
   if (engine_start (&dev) == -1) {
     dbg ("fuzz-follow: the engine does not start\n");
     goto stop;

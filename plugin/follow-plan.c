@@ -321,8 +321,12 @@ plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
   const struct fsev_layout *A = NULL, *B = NULL, *next = NULL;
   if (fsevent_debug_commit_timing)
     p->t_read = follow_now_ns ();
+  struct fsev_journal_place *journal_before = NULL;
   if (pr->ntxns || pr->meta_changed || pr->rescan) {
     char msg[256] = "";
+    journal_before = fsev_layout_journal_place (vol->layout);
+    if (journal_before == NULL)
+      return ENOMEM;
     uint64_t size = fsev_layout_fs_bytes (vol->layout);
     struct fsev_source src_old = { .read = view_committed, .opaque = oldv, .size = size };
     struct fsev_source src_new = { .read = view_committed, .opaque = cv, .size = size };
@@ -398,6 +402,27 @@ plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
       }
     }
   }
+  if (journal_before && next &&
+      !fsev_journal_place_same (journal_before, next)) {
+    /* The journal inode's blocks changed, however the update got there
+     * (in place or by a scan): a journal that appeared where there was
+     * none, or moved, would be replayed by recovery unseen.  (Found by
+     * fuzz-follow: an ext3 image whose journal inode had no blocks,
+     * given some at a flush, then a transaction logged in them.)
+     */
+    fsev_journal_place_free (journal_before);
+    if (p->updated) {
+      fsev_update_rollback (vol->layout, &p->up);
+      p->updated = false;
+    }
+    fsev_layout_free (p->L);
+    p->L = NULL;
+    if (plan_undecided (p, "the journal's inode or blocks changed (a "
+                        "journal that moves or appears is not followed)"))
+      return EIO;
+    return 0;                   /* let through: the model stays as it was */
+  }
+  fsev_journal_place_free (journal_before);
   if (fsevent_debug_commit_timing)
     p->t_update = follow_now_ns ();
   if (next) {
