@@ -83,7 +83,7 @@ fsev_update (struct fsev_layout *L, struct fsev_updater *u,
 /* What fsev_diff_extra should add for INO. */
 extern unsigned fsev_update_extra (const struct fsev_update *up, uint32_t ino);
 
-/* After a full scan: FSEV_ATTR_BLOCKS (block maps) and FSEV_ATTR_XATTR
+/* (layout-extra.c) After a full scan: FSEV_ATTR_BLOCKS (block maps) and FSEV_ATTR_XATTR
  * (xattr block numbers; their content, in-inode attributes and inline
  * content: fsev_extra_from_content below) between two
  * whole models, into UP's extra list.  0, or -1 out of memory.
