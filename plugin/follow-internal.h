@@ -162,6 +162,7 @@ struct follow_plan {
                                    NULL: unchanged or updated in place */
   bool updated;                 /* the model was updated in place (UP):
                                    a veto or a discard rolls it back */
+  struct fsev_journal_place *journal_before;   /* where the journal was */
   struct fsev_update up;
   /* ext2: the metadata blocks this request holds back in the epoch
    * instead of writing them home (sorted, whole blocks, owned).

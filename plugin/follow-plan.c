@@ -51,6 +51,7 @@ plan_free (struct follow_plan *p)
 {
   if (p == NULL)
     return;
+  fsev_journal_place_free (p->journal_before);
   if (p->updated)
     fsev_update_rollback (p->vol->layout, &p->up);
   else
@@ -321,11 +322,12 @@ plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
   const struct fsev_layout *A = NULL, *B = NULL, *next = NULL;
   if (fsevent_debug_commit_timing)
     p->t_read = follow_now_ns ();
-  struct fsev_journal_place *journal_before = NULL;
   if (pr->ntxns || pr->meta_changed || pr->rescan) {
     char msg[256] = "";
-    journal_before = fsev_layout_journal_place (vol->layout);
-    if (journal_before == NULL)
+    /* Freed by plan_free on every way out. */
+    fsev_journal_place_free (p->journal_before);
+    p->journal_before = fsev_layout_journal_place (vol->layout);
+    if (p->journal_before == NULL)
       return ENOMEM;
     uint64_t size = fsev_layout_fs_bytes (vol->layout);
     struct fsev_source src_old = { .read = view_committed, .opaque = oldv, .size = size };
@@ -402,15 +404,14 @@ plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
       }
     }
   }
-  if (journal_before && next &&
-      !fsev_journal_place_same (journal_before, next)) {
+  if (p->journal_before && next &&
+      !fsev_journal_place_same (p->journal_before, next)) {
     /* The journal inode's blocks changed, however the update got there
      * (in place or by a scan): a journal that appeared where there was
      * none, or moved, would be replayed by recovery unseen.  (Found by
      * fuzz-follow: an ext3 image whose journal inode had no blocks,
      * given some at a flush, then a transaction logged in them.)
      */
-    fsev_journal_place_free (journal_before);
     if (p->updated) {
       fsev_update_rollback (vol->layout, &p->up);
       p->updated = false;
@@ -422,7 +423,6 @@ plan_decide (struct follow_plan *p, struct prep *pr, struct view *oldv,
       return EIO;
     return 0;                   /* let through: the model stays as it was */
   }
-  fsev_journal_place_free (journal_before);
   if (fsevent_debug_commit_timing)
     p->t_update = follow_now_ns ();
   if (next) {
