@@ -103,6 +103,14 @@ run_variant ()
         "$(grep -o 'follow: [0-9]* transactions, [^;]*' "$d/nbdkit.err" | tail -1)"
     [ "$passed" -ge "$min_checks" ] ||
         { echo "FAIL: $v: only $passed model checks passed (want >= $min_checks)"; status=1; }
+    # Commits are followed in place; a full scan is the exception (on
+    # ext2 a flush whose state has a block with two owners, which ext2's
+    # unordered writes leave behind now and then: 2-5% of them here).
+    local rescans
+    rescans=$(grep -o 'incremental [0-9]*, rescans [0-9]*' "$d/nbdkit.err" |
+                  tail -1 | sed 's/.*rescans //')
+    [ -n "$rescans" ] && [ $((rescans * 4)) -le "$passed" ] ||
+        { echo "FAIL: $v: ${rescans:-?} of $passed commits were followed by a full scan (want <= 25%)"; status=1; }
     if grep -q '^\[.*EXT4-fs error\|JBD2.*abort\|remounting filesystem read-only' "$d/kmsg" 2>/dev/null; then
         grep 'EXT4-fs error\|JBD2\|read-only' "$d/kmsg" | head -5
         echo "FAIL: $v: the kernel reported errors"
