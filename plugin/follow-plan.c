@@ -613,6 +613,12 @@ follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
   return NULL;
 }
 
+bool
+follow_plan_commits (const struct follow_plan *p)
+{
+  return p && (p->ntxns || p->updated || p->L);
+}
+
 void
 follow_plan_discard (struct follow_plan *p)
 {

@@ -91,6 +91,8 @@ extern int follow_plan_before (struct follow_plan *p, struct log_batch *lb);
  */
 extern void follow_plan_finish (struct follow_plan *p, struct log_batch *lb,
                                 int status);
+/* The plan is a commit point: a transaction, or a change to the model. */
+extern bool follow_plan_commits (const struct follow_plan *p);
 
 /* ext2 (no journal followed): a request's metadata blocks are held in
  * the volume's epoch until the guest's next flush instead of going to

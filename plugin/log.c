@@ -515,6 +515,8 @@ syncer_main (void *arg)
       break;
     uint64_t upto = sync_want, lines = want_seq;
     pthread_mutex_unlock (&sync_mu);
+    /* A sync asked by log_sync_soon: the lines may not be written yet. */
+    write_out (lines);
     int r = fdatasync (fd) == -1 && errno != EINVAL ? errno : 0;
     pthread_mutex_lock (&sync_mu);
     if (r)
@@ -606,12 +608,33 @@ log_sync_start (uint64_t *ticket)
     pthread_mutex_unlock (&sync_mu);
     return 0;
   }
+  if (target <= want_seq && sync_done < sync_want && sync_errno == 0) {
+    /* A sync asked for already (log_sync_soon) covers these lines. */
+    *ticket = sync_want;
+    pthread_mutex_unlock (&sync_mu);
+    return 0;
+  }
   *ticket = ++sync_want;
   if (target > want_seq)
     want_seq = target;
   pthread_cond_signal (&sync_asked);
   pthread_mutex_unlock (&sync_mu);
   return 0;
+}
+
+void
+log_sync_soon (void)
+{
+  if (fd < 0 || !own_fd || sync_mode != SYNC_FLUSH || !syncer_running)
+    return;
+  const uint64_t target = __atomic_load_n (&next_seq, __ATOMIC_ACQUIRE) - 1;
+  pthread_mutex_lock (&sync_mu);
+  if (target > synced_seq && target > want_seq) {
+    sync_want++;
+    want_seq = target;
+    pthread_cond_signal (&sync_asked);
+  }
+  pthread_mutex_unlock (&sync_mu);
 }
 
 int

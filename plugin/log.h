@@ -43,6 +43,11 @@ extern int log_sync (void);
  */
 extern int log_sync_start (uint64_t *ticket);
 extern int log_sync_wait (uint64_t ticket);
+/* A commit point was answered: start syncing its lines now, without
+ * waiting, so that the guest's flush after its commit block (which
+ * waits for them) finds the sync done or under way.
+ */
+extern void log_sync_soon (void);
 
 /* One line of the log, as a request thread records it: a write event
  * in binary (the writer thread formats it), any other event already

@@ -522,8 +522,10 @@ handle_parts (struct conn *conn, const struct io *io, struct part *parts,
     err = r == -1 ? errno : 0;
   }
 
+  bool commits = false;
   for (size_t i = 0; i < n; i++) {
     struct collect *c = &parts[i].c;
+    commits |= r == 0 && follow_plan_commits (parts[i].plan);
     /* The commit point's decisions take effect with the request. */
     follow_plan_finish (parts[i].plan, &lb, err);
     parts[i].plan = NULL;
@@ -552,6 +554,8 @@ handle_parts (struct conn *conn, const struct io *io, struct part *parts,
                                    in commit order */
   parts_unlock (parts, n);
   log_kick (&lb);               /* the writer's mutex: outside the model */
+  if (commits)
+    log_sync_soon ();           /* the flush that follows finds it done */
   if (r == -1)
     errno = err;
   return r;
