@@ -26,7 +26,11 @@
  * the gap is the plugin's own work and the log's page-cache writeback.
  *
  * An NBD flush waits until every line numbered before it is written,
- * and syncs the log with the data.  A full ring (the file cannot keep
+ * and syncs the log with the data (log-sync=).  A commit point starts
+ * that sync as soon as it is answered (log_sync_soon): a guest flushes
+ * right after its commit block, and the flush then finds the log's
+ * fdatasync done or under way instead of adding a second one after the
+ * image's.  A full ring (the file cannot keep
  * up, e.g. a slow terminal) makes request threads wait: lines are never
  * dropped for speed, only for want of memory, and then counted.
  */
