@@ -2,7 +2,7 @@
  * a request not yet written on top), the committed view (plus the
  * overlay of committed journal blocks, and on ext2 the held epoch),
  * journal blocks by number, and a full scan of a view (start-up, and
- * the fallback).
+ * the fallback); and the block cache one commit point's views share.
  */
 #include <config.h>
 
