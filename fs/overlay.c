@@ -222,8 +222,9 @@ fsev_overlay_apply (struct fsev_overlay *o, const struct fsev_jtxn *txn,
   return -1;
 }
 
-const struct fsev_overlay_entry *
-fsev_overlay_find (const struct fsev_overlay *o, uint64_t fsblk)
+/* First index in e whose home is at or after FSBLK. */
+static size_t
+first_home (const struct fsev_overlay *o, uint64_t fsblk)
 {
   size_t lo = 0, hi = o->n;
   while (lo < hi) {
@@ -233,6 +234,13 @@ fsev_overlay_find (const struct fsev_overlay *o, uint64_t fsblk)
     else
       hi = mid;
   }
+  return lo;
+}
+
+const struct fsev_overlay_entry *
+fsev_overlay_find (const struct fsev_overlay *o, uint64_t fsblk)
+{
+  size_t lo = first_home (o, fsblk);
   return lo < o->n && o->e[lo].fsblk == fsblk ? &o->e[lo] : NULL;
 }
 
@@ -262,14 +270,7 @@ fsev_overlay_patch (const struct fsev_overlay *o, fsev_devread_fn read,
   if (o->n == 0 || count == 0)
     return 0;
   uint64_t first = offset / bs, last = (offset + count - 1) / bs;
-  size_t lo = 0, hi = o->n;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (o->e[mid].fsblk < first)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
+  size_t lo = first_home (o, first);
   unsigned char *tmp = NULL;
   for (size_t i = lo; i < o->n && o->e[i].fsblk <= last; i++) {
     const struct fsev_overlay_entry *e = &o->e[i];
@@ -313,14 +314,7 @@ fsev_overlay_covers (const struct fsev_overlay *o, uint64_t offset,
   uint64_t first = offset / bs, last = (offset + count - 1) / bs;
   if (last - first >= o->n)
     return false;
-  size_t lo = 0, hi = o->n;
-  while (lo < hi) {
-    size_t mid = lo + (hi - lo) / 2;
-    if (o->e[mid].fsblk < first)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
+  size_t lo = first_home (o, first);
   /* One entry per block, sorted: covered when the entries run on
    * without a gap from FIRST to LAST.
    */
