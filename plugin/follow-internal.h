@@ -120,9 +120,10 @@ struct view {
  * parse reads a transaction's blocks, and the committed view reads the
  * same logged copies again; each pread costs a system call.  Lives in
  * follow_prepare only, where nothing writes the device, and is shared
- * by its views.  Full: reads go to the device.
+ * by its views.  Full: reads go to the device.  (64 KiB: a small
+ * transaction's blocks, and below malloc's mmap threshold.)
  */
-#define VCACHE_BYTES (128u * 1024)
+#define VCACHE_BYTES (64u * 1024)
 struct vcache {
   unsigned bs, n, cap;          /* cap = VCACHE_BYTES / bs blocks */
   uint64_t *off;                /* volume offsets of the blocks held */
