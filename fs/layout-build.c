@@ -1008,9 +1008,21 @@ fsev_layout_build (const struct fsev_source *src,
     /* Hidden from the scan by its group's lazy-init fields: read it. */
     struct ext2_inode_large jin;
     memset (&jin, 0, sizeof jin);
+    size_t n0 = L->ninodes;
     if (ext2fs_read_inode_full (b.fs, b.journal_ino, (struct ext2_inode *) &jin,
                                 sizeof jin) == 0)
       map_inode (&b, b.journal_ino, (struct ext2_inode *) &jin);
+    if (L->ninodes == n0 + 1) {
+      /* Records are sorted by inode: move it to its place (fuzz-layout
+       * found the lookups failing with it at the end).
+       */
+      struct fsev_inode r = L->inodes[n0];
+      size_t at = n0;
+      while (at > 0 && L->inodes[at - 1].ino > r.ino)
+        at--;
+      memmove (&L->inodes[at + 1], &L->inodes[at], (n0 - at) * sizeof r);
+      L->inodes[at] = r;
+    }
   }
   map_xattr_blocks (&b);
   if (!b.oom)
