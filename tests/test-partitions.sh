@@ -242,7 +242,13 @@ for p in t["partitions"]:
 ' "$2"
 }
 
-rnd_file () { head -c "$2" /dev/urandom > "$1"; }
+# Random bytes ending in a non-zero byte: mke2fs -d leaves an all-zero
+# block out as a hole, and a random 1-byte last block is zero one time
+# in 256 (the oracle then found 2 blocks for a 8,193-byte file).
+rnd_file () {
+    head -c "$(($2 - 1))" /dev/urandom > "$1"
+    printf '\x5a' >> "$1"
+}
 
 # --- The GPT disk. -------------------------------------------------------
 # p1 EFI system partition (vfat, 8 MiB), p2 and p3 ext4 (40 MiB each),
