@@ -13,6 +13,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "blockcache.h"
 #include "builtins.h"
 #include "control.h"
 #include "device.h"
@@ -157,6 +158,12 @@ engine_stop (void)
   if (device) {
     writes_log_stats ();
     volumes_stop ();
+    uint64_t hits, misses;
+    blockcache_stats (&hits, &misses);
+    if (hits || misses)
+      nbdkit_debug ("recent blocks: %" PRIu64 " commit reads found, %"
+                    PRIu64 " read from the device", hits, misses);
+    blockcache_free ();
     device = NULL;
   }
   /* The log first: lines still in its ring name handlers ("by"). */

@@ -15,6 +15,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "blockcache.h"
 #include "diff.h"
 #include "device.h"
 #include "epoch.h"
@@ -157,11 +158,15 @@ follow_epoch_commit (struct volume *vol, struct conn *conn)
     veto = follow_plan_before (p, &lb);
   if (veto == 0) {
     /* Decided: the epoch goes home, in block order. */
-    for (size_t i = 0; i < vol->epoch.n && status == 0; i++)
-      if (vol->dev->pwrite (vol->dev, vol->epoch.v[i].data, vol->bs,
-                            vol->offset + vol->epoch.v[i].fsblk * vol->bs,
+    for (size_t i = 0; i < vol->epoch.n && status == 0; i++) {
+      uint64_t at = vol->offset + vol->epoch.v[i].fsblk * vol->bs;
+      struct blockcache_ticket t;
+      blockcache_begin (&t, at, vol->bs);
+      if (vol->dev->pwrite (vol->dev, vol->epoch.v[i].data, vol->bs, at,
                             false) == -1)
         status = errno ? errno : EIO;
+      blockcache_end (&t);
+    }
   }
   else
     status = veto;

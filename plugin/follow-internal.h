@@ -128,7 +128,7 @@ struct vcache {
   unsigned bs, n, cap;          /* cap = VCACHE_BYTES / bs blocks */
   uint64_t *off;                /* volume offsets of the blocks held */
   unsigned char *data;          /* cap blocks; NULL until first used */
-  uint64_t hits, reads;
+  uint64_t hits, reads, kept;   /* kept: found in blockcache.h's blocks */
 };
 extern void vcache_free (struct vcache *c);
 

@@ -17,6 +17,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "blockcache.h"
 #include "diff.h"
 #include "device.h"
 #include "epoch.h"
@@ -96,9 +97,15 @@ vcache_fill (struct vcache *c, struct volume *vol, uint64_t offset)
   if (c->n == c->cap)
     return -1;
   unsigned char *at = c->data + (size_t) c->n * c->bs;
-  if (device_read (vol->dev, at, c->bs, vol->offset + offset) == -1)
-    return -1;
-  c->reads++;
+  uint64_t gen;
+  if (blockcache_get (vol->offset + offset, c->bs, at, &gen))
+    c->kept++;
+  else {
+    if (device_read (vol->dev, at, c->bs, vol->offset + offset) == -1)
+      return -1;
+    blockcache_put_read (gen, vol->offset + offset, c->bs, at);
+    c->reads++;
+  }
   c->off[c->n++] = offset;
   return 0;
 }
@@ -108,7 +115,8 @@ vcache_free (struct vcache *c)
 {
   if (c->data && fsevent_debug_commit_timing)
     nbdkit_debug ("commit: block cache: %u blocks, %" PRIu64 " reads, %"
-                  PRIu64 " hits", c->n, c->reads, c->hits);
+                  PRIu64 " from the recent blocks, %" PRIu64 " hits",
+                  c->n, c->reads, c->kept, c->hits);
   free (c->data);
   free (c->off);
   c->data = NULL;
@@ -135,6 +143,9 @@ view_device_read (const struct view *v, void *buf, size_t count, uint64_t offset
       memcpy (buf, c->data + (size_t) (c->n - 1) * bs, bs);
       return 0;
     }
+    uint64_t gen;               /* the request's cache is full */
+    if (blockcache_get (v->vol->offset + offset, bs, buf, &gen))
+      return 0;
   }
   return device_read (v->vol->dev, buf, count, v->vol->offset + offset);
 }
@@ -144,11 +155,19 @@ int
 view_raw (void *opaque, void *buf, size_t count, uint64_t offset)
 {
   const struct view *v = opaque;
-  if (view_device_read (v, buf, count, offset) == -1)
-    return -1;
-  if (v->with_epoch)
-    epoch_patch (&v->vol->epoch, buf, count, offset);
   const struct io *io = v->io;
+  /* A range the request covers whole is the request's bytes: reading
+   * the image under it would only be overwritten (and a commit block
+   * written where the image has a hole costs the host a page of zeros).
+   */
+  bool covered = io && io->offset <= offset &&
+    offset + count <= io->offset + io->count;
+  if (!covered) {
+    if (view_device_read (v, buf, count, offset) == -1)
+      return -1;
+    if (v->with_epoch)
+      epoch_patch (&v->vol->epoch, buf, count, offset);
+  }
   if (io) {
     uint64_t from = io->offset > offset ? io->offset : offset;
     uint64_t to = io->offset + io->count < offset + count

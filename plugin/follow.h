@@ -26,6 +26,12 @@ struct io {
   uint32_t count;
   uint64_t offset;
   bool may_trim, fast, fua;
+  /* Write path: after the write, its whole blocks of CACHE_BS bytes
+   * (counted from the device offset CACHE_BASE) go into the block cache
+   * (blockcache.h); 0: not cached.
+   */
+  uint32_t cache_bs;
+  uint64_t cache_base;
 };
 
 /* Debug switch -D fsevent.check=1: check the model after every

@@ -23,6 +23,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "blockcache.h"
 #include "control.h"
 #include "device.h"
 #include "follow.h"
@@ -95,6 +96,7 @@ struct collect {
   struct free_range { uint64_t offset, length; } *free_ranges;
   size_t nfree, free_cap;
   bool oom;
+  bool journal;                 /* the request writes the journal */
 };
 
 static int
@@ -105,6 +107,8 @@ collect_segment (const struct fsev_segment *seg, void *opaque)
   if (c->count)
     __atomic_fetch_add (&writes_role_bytes[seg->role], seg->length,
                         __ATOMIC_RELAXED);
+  if (seg->role == FSEV_ROLE_JOURNAL)
+    c->journal = true;
   if (seg->role == FSEV_ROLE_FREE) {
     /* Harmless now; it may become a file's data at a commit. */
     if (fsev_grow ((void **) &c->free_ranges, &c->free_cap, c->nfree + 1,
@@ -183,7 +187,7 @@ free_events (struct collect *c)
 }
 
 static int
-do_io (const struct io *io)
+device_io (const struct io *io)
 {
   switch (io->op) {
   case FSEVENT_OP_WRITE:
@@ -196,6 +200,31 @@ do_io (const struct io *io)
   }
   errno = EINVAL;
   return -1;
+}
+
+/* Every change the guest makes to the device passes here: the block
+ * cache forgets the range first, and learns the journal blocks a write
+ * put there (the commit that follows reads them).
+ */
+static int
+do_io (const struct io *io)
+{
+  struct blockcache_ticket t;
+  blockcache_begin (&t, io->offset, io->count);
+  int r = device_io (io);
+  if (r == 0 && io->op == FSEVENT_OP_WRITE && io->cache_bs &&
+      io->offset >= io->cache_base) {
+    const uint64_t bs = io->cache_bs;
+    uint64_t b = (io->offset - io->cache_base + bs - 1) / bs;
+    for (uint64_t at = io->cache_base + b * bs;
+         at + bs <= io->offset + io->count; at += bs)
+      blockcache_put_written (&t, at, (uint32_t) bs,
+                              (const char *) io->buf + (at - io->offset));
+  }
+  int e = errno;
+  blockcache_end (&t);
+  errno = e;
+  return r;
 }
 
 /* Do IO except the filesystem blocks the parts' plans hold back (ext2
@@ -518,7 +547,16 @@ handle_parts (struct conn *conn, const struct io *io, struct part *parts,
     }
   }
   else {
-    r = do_io_parts (io, parts, n);
+    /* A small write to one volume's journal: the commit that closes
+     * its transaction reads these blocks back (blockcache.h).
+     */
+    struct io wio = *io;
+    if (n == 1 && parts[0].c.journal && io->op == FSEVENT_OP_WRITE &&
+        io->count <= BLOCKCACHE_MAX_WRITE) {
+      wio.cache_bs = (uint32_t) follow_block_size (parts[0].vol);
+      wio.cache_base = volume_offset (parts[0].vol);
+    }
+    r = do_io_parts (&wio, parts, n);
     err = r == -1 ? errno : 0;
   }
 

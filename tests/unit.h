@@ -30,6 +30,7 @@ extern Suite *jbd2_suite (void);
 extern Suite *diff_suite (void);
 extern Suite *overlay_suite (void);
 extern Suite *pending_suite (void);
+extern Suite *blockcache_suite (void);
 extern Suite *partition_suite (void);
 
 #endif
