@@ -277,6 +277,15 @@ fsev_overlay_patch (const struct fsev_overlay *o, fsev_devread_fn read,
     uint64_t bstart = e->fsblk * bs;
     uint64_t from = bstart > offset ? bstart : offset;
     uint64_t to = bstart + bs < offset + count ? bstart + bs : offset + count;
+    if (from == bstart && to == bstart + bs) {
+      /* The whole block: straight into place (the usual case). */
+      if (fsev_overlay_read_entry (o, e, read, opaque,
+                                   (char *) buf + (bstart - offset)) == -1) {
+        free (tmp);
+        return -1;
+      }
+      continue;
+    }
     if (tmp == NULL && (tmp = malloc (bs)) == NULL)
       return -1;
     if (fsev_overlay_read_entry (o, e, read, opaque, tmp) == -1) {

@@ -55,6 +55,13 @@ struct volume {
    */
   struct fsev_updater *updater;
   bool no_updater;              /* it cannot open: scan at every commit */
+  /* The commit point's block cache (struct vcache) lives here between
+   * commit points: one commit point at a time holds the model
+   * exclusively, and a buffer of this size allocated and freed at every
+   * one cost more than the reads it saved.
+   */
+  unsigned char *vcache_data;
+  uint64_t *vcache_off;
   /* How long commit points held the model exclusively: the newest
    * HOLD_SAMPLES, in nanoseconds.
    */
@@ -125,6 +132,7 @@ struct view {
  */
 #define VCACHE_BYTES (64u * 1024)
 struct vcache {
+  struct volume *vol;           /* whose buffers it borrows */
   unsigned bs, n, cap;          /* cap = VCACHE_BYTES / bs blocks */
   uint64_t *off;                /* volume offsets of the blocks held */
   unsigned char *data;          /* cap blocks; NULL until first used */

@@ -549,7 +549,7 @@ follow_prepare (struct volume *vol, const struct io *io, struct conn *conn,
   p->conn = conn;
   if (fsevent_debug_commit_timing)
     p->t_start = follow_now_ns ();
-  struct vcache vc = { 0 };
+  struct vcache vc = { .vol = vol };
   struct view raw = { .vol = vol, .io = io, .cache = &vc };
   struct prep pr = { .p = p, .io = io, .jv = { .v = &raw, .L = vol->layout } };
 

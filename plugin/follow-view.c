@@ -67,24 +67,29 @@ vcache_find (const struct vcache *c, uint64_t offset)
 }
 
 static bool
-vcache_ready (struct vcache *c, unsigned bs)
+vcache_ready (struct vcache *c, struct volume *vol)
 {
   if (c->data)
     return true;
-  if (bs == 0 || bs > VCACHE_BYTES / 2)
+  const unsigned bs = vol->bs;
+  if (c->vol != vol || bs == 0 || bs > VCACHE_BYTES / 2)
     return false;
+  /* The volume's buffers: the block size never changes under a model. */
+  if (vol->vcache_data == NULL) {
+    vol->vcache_data = malloc (VCACHE_BYTES);
+    vol->vcache_off = malloc (VCACHE_BYTES / bs * sizeof *vol->vcache_off);
+    if (vol->vcache_data == NULL || vol->vcache_off == NULL) {
+      free (vol->vcache_data);
+      free (vol->vcache_off);
+      vol->vcache_data = NULL;
+      vol->vcache_off = NULL;
+      return false;             /* no cache: reads go to the device */
+    }
+  }
   c->bs = bs;
   c->cap = VCACHE_BYTES / bs;
-  c->data = malloc ((size_t) c->cap * bs);
-  c->off = malloc (c->cap * sizeof *c->off);
-  if (c->data == NULL || c->off == NULL) {
-    free (c->data);
-    free (c->off);
-    c->data = NULL;
-    c->off = NULL;
-    c->cap = 0;
-    return false;               /* no cache: reads go to the device */
-  }
+  c->data = vol->vcache_data;
+  c->off = vol->vcache_off;
   return true;
 }
 
@@ -117,9 +122,7 @@ vcache_free (struct vcache *c)
     nbdkit_debug ("commit: block cache: %u blocks, %" PRIu64 " reads, %"
                   PRIu64 " from the recent blocks, %" PRIu64 " hits",
                   c->n, c->reads, c->kept, c->hits);
-  free (c->data);
-  free (c->off);
-  c->data = NULL;
+  c->data = NULL;                /* the volume's: kept for the next one */
   c->off = NULL;
   c->n = c->cap = 0;
 }
@@ -132,7 +135,7 @@ view_device_read (const struct view *v, void *buf, size_t count, uint64_t offset
 {
   struct vcache *c = v->cache;
   unsigned bs = v->vol->bs;
-  if (c && count == bs && offset % bs == 0 && vcache_ready (c, bs)) {
+  if (c && count == bs && offset % bs == 0 && vcache_ready (c, v->vol)) {
     const unsigned char *hit = vcache_find (c, offset);
     if (hit) {
       c->hits++;

@@ -79,6 +79,8 @@ volume_free (struct volume *vol)
   free (vol->tracked);
   free (vol->named);
   free (vol->hold_ns);
+  free (vol->vcache_data);
+  free (vol->vcache_off);
   fsev_updater_close (vol->updater);
   fsev_overlay_free (vol->overlay);
   fsev_layout_free (vol->layout);

@@ -95,6 +95,8 @@ struct collect {
   bool count;                   /* count bytes per role (once per request) */
   struct free_range { uint64_t offset, length; } *free_ranges;
   size_t nfree, free_cap;
+  /* Most requests have a free range or two: no malloc for those. */
+  struct free_range few_free[4];
   bool oom;
   bool journal;                 /* the request writes the journal */
 };
@@ -111,6 +113,20 @@ collect_segment (const struct fsev_segment *seg, void *opaque)
     c->journal = true;
   if (seg->role == FSEV_ROLE_FREE) {
     /* Harmless now; it may become a file's data at a commit. */
+    if (c->free_ranges == NULL) {
+      c->free_ranges = c->few_free;
+      c->free_cap = sizeof c->few_free / sizeof *c->few_free;
+    }
+    else if (c->nfree == c->free_cap && c->free_ranges == c->few_free) {
+      struct free_range *v = malloc (2 * c->free_cap * sizeof *v);
+      if (v == NULL) {
+        c->oom = true;
+        return -1;
+      }
+      memcpy (v, c->few_free, sizeof c->few_free);
+      c->free_ranges = v;
+      c->free_cap *= 2;
+    }
     if (fsev_grow ((void **) &c->free_ranges, &c->free_cap, c->nfree + 1,
                    sizeof *c->free_ranges) == -1) {
       c->oom = true;
@@ -180,7 +196,8 @@ free_events (struct collect *c)
   for (size_t i = 0; i < c->n; i++)
     free (c->events[i].names);
   free (c->events);
-  free (c->free_ranges);
+  if (c->free_ranges != c->few_free)
+    free (c->free_ranges);
   c->events = NULL;
   c->free_ranges = NULL;
   c->n = c->cap = c->nfree = c->free_cap = 0;
