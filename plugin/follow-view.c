@@ -127,27 +127,30 @@ vcache_free (struct vcache *c)
   c->n = c->cap = 0;
 }
 
-/* The device's bytes for a read of a view: whole blocks through the
- * cache when the view has one.
+/* The device's bytes for a read of a view: through the cache when the
+ * view has one and the read lies in one block (a group descriptor or a
+ * byte of a bitmap is read with its whole block, which the next such
+ * read finds).
  */
 static int
 view_device_read (const struct view *v, void *buf, size_t count, uint64_t offset)
 {
   struct vcache *c = v->cache;
   unsigned bs = v->vol->bs;
-  if (c && count == bs && offset % bs == 0 && vcache_ready (c, v->vol)) {
-    const unsigned char *hit = vcache_find (c, offset);
+  uint64_t in = bs ? offset % bs : 0, blk = offset - in;
+  if (c && count && in + count <= bs && vcache_ready (c, v->vol)) {
+    const unsigned char *hit = vcache_find (c, blk);
     if (hit) {
       c->hits++;
-      memcpy (buf, hit, bs);
+      memcpy (buf, hit + in, count);
       return 0;
     }
-    if (vcache_fill (c, v->vol, offset) == 0) {
-      memcpy (buf, c->data + (size_t) (c->n - 1) * bs, bs);
+    if (vcache_fill (c, v->vol, blk) == 0) {
+      memcpy (buf, c->data + (size_t) (c->n - 1) * bs + in, count);
       return 0;
     }
     uint64_t gen;               /* the request's cache is full */
-    if (blockcache_get (v->vol->offset + offset, bs, buf, &gen))
+    if (count == bs && blockcache_get (v->vol->offset + offset, bs, buf, &gen))
       return 0;
   }
   return device_read (v->vol->dev, buf, count, v->vol->offset + offset);
