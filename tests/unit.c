@@ -102,6 +102,7 @@ main (void)
   srunner_add_suite (sr, overlay_suite ());
   srunner_add_suite (sr, pending_suite ());
   srunner_add_suite (sr, blockcache_suite ());
+  srunner_add_suite (sr, sort_suite ());
   srunner_add_suite (sr, partition_suite ());
   int failed;
 

@@ -31,6 +31,7 @@ extern Suite *diff_suite (void);
 extern Suite *overlay_suite (void);
 extern Suite *pending_suite (void);
 extern Suite *blockcache_suite (void);
+extern Suite *sort_suite (void);
 extern Suite *partition_suite (void);
 
 #endif
