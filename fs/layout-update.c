@@ -507,9 +507,18 @@ classify_segment (const struct fsev_segment *seg, void *opaque)
         d->oom = true;
     break;
   }
+  case FSEV_ROLE_JOURNAL:
+    /* Where the journal's log and fast-commit area end is read from its
+     * superblock: the model's journal runs are cut there.  (A guest
+     * that rewrites it where the journal is not followed, or through a
+     * transaction, changed the cut unseen: fuzz-follow.)
+     */
+    if (seg->flags & FSEV_SEG_JOURNAL_SB)
+      rescan (d, "the journal superblock changed");
+    break;
   default:
-    /* Block bitmaps, reserved GDT, data, the journal, free space:
-     * nothing the model holds.
+    /* Block bitmaps, reserved GDT, data, the journal's log, free
+     * space: nothing the model holds.
      */
     break;
   }

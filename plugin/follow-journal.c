@@ -628,6 +628,19 @@ prep_segment (const struct fsev_segment *seg, void *opaque)
                    "parse at start-up, one that parses: that journal is not "
                    "followed");
     free (buf);
+    /* Still a block the model reads: where the journal's runs are cut
+     * (its log, its fast-commit area) comes from it.  Changed, it is
+     * decided like metadata (and the update scans again); left out,
+     * the model kept the old cut (fuzz-follow: zeroing it moved the
+     * cut in a fresh scan, not in the model).
+     */
+    if (io_changes_metadata (vol, io, seg) ||
+        follow_epoch_touches (vol, seg->offset, seg->length)) {
+      pr->meta_changed = true;
+      prep_add_blocks (pr, seg->offset / vol->bs,
+                       (seg->offset + seg->length + vol->bs - 1) / vol->bs -
+                       seg->offset / vol->bs);
+    }
     return 0;
   }
   if (seg->role != FSEV_ROLE_JOURNAL || !vol->journalled ||

@@ -746,8 +746,10 @@ follow_plan_finish (struct follow_plan *p, struct log_batch *lb, int status)
        */
       for (size_t i = 0; i < p->n; i++) {
         const struct item *it = &p->items[i];
+        if (!it->is_change)
+          continue;
         uint32_t ino = it->c.ino;
-        if (!it->is_change || ino >= vol->named_bits)
+        if (ino >= vol->named_bits)
           continue;
         if (it->freed_inode)
           vol->named[ino / 8] &= ~(1u << (ino % 8));
