@@ -10,6 +10,11 @@ extern int protect_add (const char *glob);
 extern int protect_set_mode (const char *mode);
 /* Every protect=N:GLOB names a followed partition (after start-up). */
 extern int protect_check_partitions (bool (*followed) (unsigned));
+/* Does a protect= glob match PATH (or, for a directory, something that
+ * could be below it)?
+ */
+extern bool protect_covers_path (unsigned partition, const char *path,
+                                 bool is_dir);
 extern const struct fsevent_handler protect_handler;
 
 /* script=PATH: a handler in any language (see script.c). */

@@ -328,6 +328,43 @@ follow_get_hold (struct volume *vol, struct follow_hold *h)
 }
 const struct fsev_layout *follow_layout (const struct volume *vol) { return vol->layout; }
 
+int
+follow_named_not_held (struct volume *vol,
+                       int (*fn) (unsigned, const char *, void *),
+                       void *opaque)
+{
+  const struct fsev_layout *L = vol->layout;
+  const struct fsev_names *nm = &L->names;
+  uint32_t last = 0;
+  /* The root has no entry of its own: not held, nothing below it is
+   * named (its entries are not read), and every path is in doubt.
+   */
+  if (fsev_layout_inode (L, L->root_ino) == NULL) {
+    int r = fn (vol->partition, "/", opaque);
+    if (r)
+      return r;
+  }
+  /* The links are sorted by child: each inode once. */
+  for (size_t i = 0; i < nm->nlinks; i++) {
+    uint32_t ino = nm->links[i].child;
+    if (ino == last || ino == 0)
+      continue;
+    last = ino;
+    if (fsev_layout_inode (L, ino) != NULL)
+      continue;
+    char **names = paths_of (L, ino);
+    if (names == NULL)
+      return -1;
+    int r = 0;
+    for (size_t k = 0; names[k] && r == 0; k++)
+      r = fn (vol->partition, names[k], opaque);
+    free (names);
+    if (r)
+      return r;
+  }
+  return 0;
+}
+
 /* --- Pending free-space bytes. --- */
 
 void

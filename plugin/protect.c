@@ -212,6 +212,19 @@ protect_check_partitions (bool (*followed) (unsigned))
   return 0;
 }
 
+bool
+protect_covers_path (unsigned partition, const char *path, bool is_dir)
+{
+  for (size_t i = 0; i < nglobs; i++) {
+    if (globs[i].partition && globs[i].partition != partition)
+      continue;
+    if (matches (&globs[i], path) ||
+        (is_dir && matches_below (&globs[i], path)))
+      return true;
+  }
+  return false;
+}
+
 static void
 protect_unload (void)
 {

@@ -148,6 +148,38 @@ cmp "$tmp/zero.img" <(head -c 8M /dev/zero) || fail "zero.img changed"
 [ "$(stat -c %s "$tmp/truncated.img")" -eq 1024 ] ||
     fail "truncated.img changed size"
 
+# --- A protected path the model cannot follow. ----------------------
+
+# The inode bitmap says /p/secret's inode is free while /p still names
+# it: the kernel opens it by its name (ext4_iget does not read the
+# bitmap), the model holds only inodes the bitmap says are in use, so
+# writes to its blocks would be free space to it.  protect= on that
+# path (or above it) must refuse to start; elsewhere it may serve.
+mkdir -p "$tmp/pfiles/p" "$tmp/pfiles/other"
+echo "secret" > "$tmp/pfiles/p/secret"
+echo "other" > "$tmp/pfiles/other/file"
+mkfs_image "$tmp/freed.img" 16M -t ext4 -b 4096 -d "$tmp/pfiles"
+debugfs -w -R "freei /p/secret" "$tmp/freed.img"
+debugfs -R "testi /p/secret" "$tmp/freed.img" 2>&1 | grep -q "is not in use" ||
+    fail "could not clear /p/secret's inode bit"
+debugfs -R "ncheck $(debugfs -R 'stat /p/secret' "$tmp/freed.img" 2>/dev/null |
+                     sed -n 's/^Inode: *\([0-9]*\).*/\1/p')" "$tmp/freed.img" |
+    grep -q "/p/secret" || fail "/p no longer names /p/secret"
+expect_refused freed-file '/p/secret: the inode bitmap says its inode is free' \
+    "$tmp/freed.img" protect=/p/secret
+expect_refused freed-subtree '/p/secret: the inode bitmap says its inode is free' \
+    "$tmp/freed.img" 'protect=/p/**'
+timeout 60 nbdkit -U "$tmp/freed-other.sock" "$plugin" "$tmp/freed.img" \
+    'protect=/other/**' --run "nbdinfo --size \"\$uri\" > '$tmp/freed-other.size'" ||
+    fail "freed: protect= elsewhere refused to start"
+[ -s "$tmp/freed-other.size" ] || fail "freed: protect= elsewhere did not serve"
+no_process_left freed-other
+# The root's own bit: every path is in doubt.
+mkfs_image "$tmp/freedroot.img" 16M -t ext4 -b 4096 -d "$tmp/pfiles"
+debugfs -w -R "freei <2>" "$tmp/freedroot.img"
+expect_refused freed-root '/: the inode bitmap says its inode is free' \
+    "$tmp/freedroot.img" 'protect=/other/file'
+
 # --- The plugin never writes by itself. ------------------------------
 
 # check_untouched NAME IMAGE SUM MTIME: the image's bytes and mtime are
