@@ -67,7 +67,26 @@ struct builder {
   uint64_t steps, max_steps;
   bool stale_dir;               /* the directory being read is not one */
   bool journal_seen;            /* the inode scan met the journal inode */
+  /* A full build's directories whose entries were not (all) read: into
+   * L->unread_dirs.  The one-inode mappers leave it off.
+   */
+  bool record_unread;
+  uint32_t *unread;
+  size_t nunread, unread_cap;
 };
+
+static void
+note_unread (struct builder *b, uint32_t dir)
+{
+  if (!b->record_unread)
+    return;
+  if (fsev_grow ((void **) &b->unread, &b->unread_cap, b->nunread + 1,
+                 sizeof *b->unread) == -1) {
+    b->oom = true;
+    return;
+  }
+  b->unread[b->nunread++] = dir;
+}
 
 static void __attribute__ ((format (printf, 2, 3)))
 warn (struct builder *b, const char *fmt, ...)
@@ -607,6 +626,7 @@ map_inode (struct builder *b, ext2_ino_t ino, struct ext2_inode *inode)
    */
   if (is_dir && b->cur_dir_outside && b->ndirs && b->dirs[b->ndirs - 1] == ino) {
     b->ndirs--;
+    note_unread (b, ino);
     warn (b, "directory %u: blocks outside the filesystem or its logical "
           "range: its entries are ignored", ino);
   }
@@ -722,10 +742,13 @@ scan_names (struct builder *b)
       b->L->names.pool_len = pool;
       warn (b, "directory %u: its first block does not start with its own "
             "\".\": entries ignored", b->dirs[i]);
+      note_unread (b, b->dirs[i]);
       continue;
     }
-    if (e)
+    if (e) {
       warn (b, "directory %u: %s", b->dirs[i], fsev_strerror (e));
+      note_unread (b, b->dirs[i]);
+    }
     if (b->steps > b->max_steps)
       break;
   }
@@ -921,7 +944,7 @@ fsev_layout_build (const struct fsev_source *src,
                    char *err, size_t errlen)
 {
   double t0 = now ();
-  struct builder b = { .opts = opts };
+  struct builder b = { .opts = opts, .record_unread = true };
   struct fsev_layout *L;
   errcode_t e;
 
@@ -1067,12 +1090,15 @@ fsev_layout_build (const struct fsev_source *src,
   L->runs_cap = L->nruns;
   L->inodes_cap = b.inodes_cap;
   L->xattrs_cap = b.xattrs_cap;
+  L->unread_dirs = b.unread;
+  L->nunread_dirs = b.nunread;
 
   free (b.dirs);
   ext2fs_close_free (&b.fs);
   return L;
 
  fail:
+  free (b.unread);
   free (b.dirs);
   ext2fs_close_free (&b.fs);
   fsev_layout_free (L);
@@ -1089,6 +1115,7 @@ fsev_layout_free (struct fsev_layout *L)
   free (L->xattrs);
   free (L->inodes);
   free (L->jextents);
+  free (L->unread_dirs);
   names_free (&L->names);
   free (L);
 }

@@ -79,6 +79,14 @@ struct fsev_layout {
   struct journal_extent *jextents;  /* sorted by lblk */
   size_t njextents;
 
+  /* Directories whose entries a full build did not (all) read: a "."
+   * that is not their own, blocks outside the filesystem, an error.
+   * Diagnostics of the build that made this model: the in-place update
+   * does not keep them.
+   */
+  uint32_t *unread_dirs;
+  size_t nunread_dirs;
+
   /* Pseudo-paths of special inodes, e.g. "<journal>". */
   struct { uint32_t ino; const char *name; } special[12];
   unsigned nspecial;

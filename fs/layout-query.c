@@ -364,6 +364,13 @@ fsev_layout_inodes (const struct fsev_layout *L, size_t *n)
   return L->inodes;
 }
 
+size_t
+fsev_layout_unread_dirs (const struct fsev_layout *L, const uint32_t **dirs)
+{
+  *dirs = L->unread_dirs;
+  return L->nunread_dirs;
+}
+
 unsigned
 fsev_layout_names (const struct fsev_layout *L, uint32_t ino,
                    struct fsev_name *out, unsigned max)

@@ -140,6 +140,13 @@ extern const struct fsev_inode *fsev_layout_inode (const struct fsev_layout *lay
 /* Every inode in use, in order of number. */
 extern const struct fsev_inode *fsev_layout_inodes (const struct fsev_layout *layout,
                                                     size_t *n);
+/* The directories whose entries the build that made LAYOUT did not
+ * (all) read, in inode order of the scan: *DIRS, and how many.  (The
+ * in-place update keeps none: what a guest does later is decided.)
+ */
+extern size_t fsev_layout_unread_dirs (const struct fsev_layout *layout,
+                                       const uint32_t **dirs);
+
 /* The names of INO as (parent, name) links; returns how many. */
 struct fsev_name {
   uint32_t parent;

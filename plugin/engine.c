@@ -127,27 +127,28 @@ engine_config_complete (void)
   return handlers_config_complete ();
 }
 
-/* A directory entry names an inode the inode bitmap says is free.  The
- * model holds no such inode (as e2fsck and libext2fs's scan have it),
- * so it maps none of its blocks and a write to them is free space; the
- * kernel opens the inode by its entry all the same (ext4_iget does not
- * read the bitmap).  On a protected path, or above one, protect= could
- * not hold: refuse to start.  (fuzz-follow found such images; see
- * fuzz/open.  The guest cannot make this state while the engine runs:
- * clearing the bit is a delete the engine decides.)
+/* Where the model built at start-up and the kernel may see different
+ * files (follow_paths_in_doubt): an inode a directory names while the
+ * bitmap says it is free (ext4_iget does not read the bitmap; the model
+ * holds only inodes in use, so writes to its blocks would be free
+ * space), or a directory whose entries the model ignores.  On a
+ * protected path, or above one, protect= could not hold: refuse to
+ * start.  (fuzz-follow found such images; see fuzz/open.  A guest
+ * cannot make these states while the engine runs: each is a namespace
+ * change the engine decides.)
  */
 static int
-refuse_unheld (unsigned partition, const char *path, void *opaque)
+refuse_in_doubt (unsigned partition, const char *path, const char *why,
+                 void *opaque)
 {
   if (!protect_covers_path (partition, path, true))
     return 0;
   char where[32] = "";
   if (partition)
     snprintf (where, sizeof where, "partition %u: ", partition);
-  nbdkit_error ("protect=: %s%s: the inode bitmap says its inode is free, "
-                "yet the kernel opens it by its name: fsevent cannot follow "
-                "it, so it cannot protect it (the filesystem is "
-                "inconsistent: check it with e2fsck)", where, path);
+  nbdkit_error ("protect=: %s%s: %s: fsevent cannot follow it, so it "
+                "cannot protect it (the filesystem is inconsistent: check "
+                "it with e2fsck)", where, path, why);
   return 1;
 }
 
@@ -167,7 +168,7 @@ engine_start (struct device *dev)
     return -1;
   /* A protected path whose inode the model cannot follow: refused. */
   for (size_t i = 0; i < volumes_count (); i++) {
-    int r = follow_named_not_held (volumes_get (i), refuse_unheld, NULL);
+    int r = follow_paths_in_doubt (volumes_get (i), refuse_in_doubt, NULL);
     if (r == -1)
       nbdkit_error ("out of memory while checking protect=");
     if (r)

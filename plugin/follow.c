@@ -328,40 +328,57 @@ follow_get_hold (struct volume *vol, struct follow_hold *h)
 }
 const struct fsev_layout *follow_layout (const struct volume *vol) { return vol->layout; }
 
+static int
+each_path (const struct fsev_layout *L, struct volume *vol, uint32_t ino,
+           const char *why, int (*fn) (unsigned, const char *, const char *,
+                                       void *), void *opaque)
+{
+  char **names = paths_of (L, ino);
+  if (names == NULL)
+    return -1;
+  int r = 0;
+  for (size_t k = 0; names[k] && r == 0; k++)
+    r = fn (vol->partition, names[k], why, opaque);
+  free (names);
+  return r;
+}
+
 int
-follow_named_not_held (struct volume *vol,
-                       int (*fn) (unsigned, const char *, void *),
+follow_paths_in_doubt (struct volume *vol,
+                       int (*fn) (unsigned, const char *, const char *, void *),
                        void *opaque)
 {
   const struct fsev_layout *L = vol->layout;
   const struct fsev_names *nm = &L->names;
-  uint32_t last = 0;
+  static const char free_ino[] = "the inode bitmap says its inode is free, "
+    "yet the kernel opens it by its name";
+  int r;
   /* The root has no entry of its own: not held, nothing below it is
    * named (its entries are not read), and every path is in doubt.
    */
-  if (fsev_layout_inode (L, L->root_ino) == NULL) {
-    int r = fn (vol->partition, "/", opaque);
-    if (r)
-      return r;
-  }
+  if (fsev_layout_inode (L, L->root_ino) == NULL &&
+      (r = fn (vol->partition, "/", free_ino, opaque)) != 0)
+    return r;
   /* The links are sorted by child: each inode once. */
+  uint32_t last = 0;
   for (size_t i = 0; i < nm->nlinks; i++) {
     uint32_t ino = nm->links[i].child;
     if (ino == last || ino == 0)
       continue;
     last = ino;
-    if (fsev_layout_inode (L, ino) != NULL)
-      continue;
-    char **names = paths_of (L, ino);
-    if (names == NULL)
-      return -1;
-    int r = 0;
-    for (size_t k = 0; names[k] && r == 0; k++)
-      r = fn (vol->partition, names[k], opaque);
-    free (names);
-    if (r)
+    if (fsev_layout_inode (L, ino) == NULL &&
+        (r = each_path (L, vol, ino, free_ino, fn, opaque)) != 0)
       return r;
   }
+  const uint32_t *dirs;
+  size_t n = fsev_layout_unread_dirs (L, &dirs);
+  for (size_t i = 0; i < n; i++)
+    if ((r = each_path (L, vol, dirs[i], "a directory whose entries fsevent "
+                        "does not read (its \".\" names another inode, a "
+                        "block lies outside the filesystem, or it does not "
+                        "parse), while the kernel may read them",
+                        fn, opaque)) != 0)
+      return r;
   return 0;
 }
 

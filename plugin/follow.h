@@ -71,15 +71,18 @@ extern void follow_lock_shared (struct volume *vol);
 extern void follow_lock_exclusive (struct volume *vol);
 extern void follow_unlock (struct volume *vol);
 extern const struct fsev_layout *follow_layout (const struct volume *vol);
-/* Every path the model names whose inode it does not hold as in use
- * (the inode bitmap says free; the kernel opens it all the same), and
- * "/" when the root is not held: FN with the partition, the path and
- * OPAQUE; a non-zero return stops the walk and is returned.  -1 when
- * out of memory.
+/* The paths where the model and the kernel may disagree on what is
+ * there, as the model was built at start-up: "/" when the root is not
+ * held; every path the model names whose inode it does not hold as in
+ * use (the inode bitmap says free; the kernel opens it all the same);
+ * every directory whose entries it did not (all) read.  FN with the
+ * partition, the path, why, and OPAQUE; a non-zero return stops the
+ * walk and is returned.  -1 when out of memory.
  */
-extern int follow_named_not_held (struct volume *vol,
+extern int follow_paths_in_doubt (struct volume *vol,
                                   int (*fn) (unsigned partition,
-                                             const char *path, void *opaque),
+                                             const char *path,
+                                             const char *why, void *opaque),
                                   void *opaque);
 
 /* Shared lock held: does segment SEG of request IO need the exclusive

@@ -180,6 +180,24 @@ debugfs -w -R "freei <2>" "$tmp/freedroot.img"
 expect_refused freed-root '/: the inode bitmap says its inode is free' \
     "$tmp/freedroot.img" 'protect=/other/file'
 
+# A directory whose first entry "." names another inode: the model
+# takes its entries for none (a directory not written yet), the kernel's
+# lookup never reads "." and opens what it names.  Refused the same way.
+mkfs_image "$tmp/nodot.img" 16M -t ext2 -b 1024 -d "$tmp/pfiles"
+pblk="$(debugfs -R "blocks /p" "$tmp/nodot.img" 2>/dev/null | awk '{print $1}')"
+[ -n "$pblk" ] || fail "nodot: no block for /p"
+printf '\013\000\000\000' |
+    dd of="$tmp/nodot.img" bs=1 seek=$((pblk * 1024)) conv=notrunc status=none
+debugfs -R "ls -l /p" "$tmp/nodot.img" 2>/dev/null | grep -q secret ||
+    fail "nodot: debugfs no longer lists /p/secret"
+expect_refused nodot '/p: a directory whose entries fsevent does not read' \
+    "$tmp/nodot.img" protect=/p/secret
+timeout 60 nbdkit -U "$tmp/nodot-other.sock" "$plugin" "$tmp/nodot.img" \
+    'protect=/other/**' --run "nbdinfo --size \"\$uri\" > '$tmp/nodot-other.size'" ||
+    fail "nodot: protect= elsewhere refused to start"
+[ -s "$tmp/nodot-other.size" ] || fail "nodot: protect= elsewhere did not serve"
+no_process_left nodot-other
+
 # --- The plugin never writes by itself. ------------------------------
 
 # check_untouched NAME IMAGE SUM MTIME: the image's bytes and mtime are
