@@ -10,11 +10,12 @@ extern int protect_add (const char *glob);
 extern int protect_set_mode (const char *mode);
 /* Every protect=N:GLOB names a followed partition (after start-up). */
 extern int protect_check_partitions (bool (*followed) (unsigned));
-/* Does a protect= glob match PATH (or, for a directory, something that
- * could be below it)?
+/* Is any protect= given? */
+extern bool protect_any (void);
+/* Does a protect= glob match PATH, or something that could be below it
+ * (PATH taken for a directory)?
  */
-extern bool protect_covers_path (unsigned partition, const char *path,
-                                 bool is_dir);
+extern bool protect_covers_path (unsigned partition, const char *path);
 extern const struct fsevent_handler protect_handler;
 
 /* script=PATH: a handler in any language (see script.c). */

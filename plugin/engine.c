@@ -141,7 +141,7 @@ static int
 refuse_in_doubt (unsigned partition, const char *path, const char *why,
                  void *opaque)
 {
-  if (!protect_covers_path (partition, path, true))
+  if (!protect_covers_path (partition, path))
     return 0;
   char where[32] = "";
   if (partition)
@@ -166,8 +166,10 @@ engine_start (struct device *dev)
   /* protect=N:GLOB on a partition not followed would protect nothing. */
   if (protect_check_partitions (volumes_followed) == -1)
     return -1;
-  /* A protected path whose inode the model cannot follow: refused. */
-  for (size_t i = 0; i < volumes_count (); i++) {
+  /* A protected path whose inode the model cannot follow: refused.
+   * (Without protect= there is nothing to walk the names for.)
+   */
+  for (size_t i = 0; protect_any () && i < volumes_count (); i++) {
     int r = follow_paths_in_doubt (volumes_get (i), refuse_in_doubt, NULL);
     if (r == -1)
       nbdkit_error ("out of memory while checking protect=");

@@ -128,7 +128,9 @@ struct view {
  * same logged copies again; each pread costs a system call.  Lives in
  * follow_prepare only, where nothing writes the device, and is shared
  * by its views.  Full: reads go to the device.  (64 KiB: a small
- * transaction's blocks, and below malloc's mmap threshold.)
+ * transaction's blocks; the buffers are the volume's, kept from one
+ * commit point to the next.)  Blocks it misses come from blockcache.h's
+ * recent blocks before the device.
  */
 #define VCACHE_BYTES (64u * 1024)
 struct vcache {

@@ -213,15 +213,18 @@ protect_check_partitions (bool (*followed) (unsigned))
 }
 
 bool
-protect_covers_path (unsigned partition, const char *path, bool is_dir)
+protect_any (void)
 {
-  for (size_t i = 0; i < nglobs; i++) {
-    if (globs[i].partition && globs[i].partition != partition)
-      continue;
-    if (matches (&globs[i], path) ||
-        (is_dir && matches_below (&globs[i], path)))
+  return nglobs > 0;
+}
+
+bool
+protect_covers_path (unsigned partition, const char *path)
+{
+  for (size_t i = 0; i < nglobs; i++)
+    if ((globs[i].partition == 0 || globs[i].partition == partition) &&
+        matches_below (&globs[i], path))   /* which matches PATH too */
       return true;
-  }
   return false;
 }
 

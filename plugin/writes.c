@@ -219,9 +219,11 @@ device_io (const struct io *io)
   return -1;
 }
 
-/* Every change the guest makes to the device passes here: the block
- * cache forgets the range first, and learns the journal blocks a write
- * put there (the commit that follows reads them).
+/* Every change the guest makes to a followed volume passes here: the
+ * block cache forgets the range first, and learns the journal blocks a
+ * write put there (the commit that follows reads them).  Requests that
+ * no follower sees go to device_io alone: the cache only ever holds
+ * volume blocks, and only while someone follows.
  */
 static int
 do_io (const struct io *io)
@@ -445,11 +447,11 @@ handle_request (struct conn *conn, const struct io *io)
    * followed filesystem here: serve like nbdkit file.
    */
   if (!handlers_active () && !log_enabled () && !control_enabled ())
-    return do_io (io);
+    return device_io (io);      /* no commit point ever reads the cache */
   size_t first;
   size_t n = volumes_in_range (io->offset, io->count, &first);
   if (n == 0)
-    return do_io (io);
+    return device_io (io);      /* no cached block lies outside volumes */
   /* An ext2 epoch at its bound is decided first, as at a flush. */
   for (size_t i = 0; i < n; i++) {
     struct volume *vol = volumes_get (first + i);
